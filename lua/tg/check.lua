@@ -1,0 +1,49 @@
+-- tg.check -- argument checks shared by the modules: a bad argument raises an
+-- error value with code "invalid" at once, naming the call and the argument.
+local core = require "tg.core"
+
+local check = {}
+
+function check.fail(fmt, ...)
+  error(core.error("invalid", fmt:format(...)), 3)
+end
+
+local function describe(v)
+  if v == "" then return "an empty string" end
+  if type(v) == "string" then return ("%q"):format(v) end
+  return type(v) == "nil" and "nothing" or ("a " .. type(v))
+end
+
+-- A non-empty string name (state, topic, lock, ...).
+function check.name(call, what, v)
+  if type(v) ~= "string" or v == "" then
+    error(core.error("invalid", ("%s: %s must be a non-empty string, got %s"):format(call, what, describe(v))), 3)
+  end
+  return v
+end
+
+-- A whole number >= min.
+function check.count(call, what, v, min)
+  local n = math.tointeger(v)
+  if not n or n < (min or 0) then
+    error(core.error("invalid", ("%s: %s must be a whole number >= %d, got %s"):format(
+      call, what, min or 0, type(v) == "number" and tostring(v) or describe(v))), 3)
+  end
+  return n
+end
+
+-- opts.timeout in seconds, or -1 (the run's deadline).
+function check.timeout(call, opts)
+  if opts == nil then return -1 end
+  if type(opts) ~= "table" then
+    error(core.error("invalid", ("%s: options must be a table, got %s"):format(call, describe(opts))), 3)
+  end
+  local t = opts.timeout
+  if t == nil then return -1 end
+  if type(t) ~= "number" or t < 0 or t ~= t then
+    error(core.error("invalid", ("%s: timeout must be a number of seconds >= 0, got %s"):format(call, describe(t))), 3)
+  end
+  return t
+end
+
+return check

@@ -1,0 +1,44 @@
+-- tg.events -- Testground event lines (sdk-go v0.2.6+ schema) on stdout and
+-- in <outputs>/run.out:
+--   {"ts":<epoch ns>,"msg":"","group_id":"..","run_id":"..","event":{...}}
+local core = require "tg.core"
+local json = require "tg.json"
+
+local events = {}
+local cfg = core.config()
+local out
+
+local function open()
+  if out == nil and cfg.outputs_path and cfg.outputs_path ~= "" then
+    out = io.open(cfg.outputs_path .. "/run.out", "a") or false
+  end
+end
+
+-- Write one event object; returns the line.
+function events.emit(ev)
+  open()
+  local line = ('{"ts":%d,"msg":"","group_id":%s,"run_id":%s,"event":%s}'):format(
+    core.time_ns(), json.encode(cfg.group_id or ""), json.encode(cfg.run_id or ""), json.encode(ev))
+  io.stdout:write(line, "\n")
+  io.stdout:flush()
+  if out then
+    out:write(line, "\n")
+    out:flush()
+  end
+  return line
+end
+
+function events.message(text)
+  return events.emit({ message_event = { message = text } })
+end
+
+function events.stage(kind, name)
+  return events.emit({ [kind .. "_event"] = { name = name, group = cfg.group_id } })
+end
+
+function events.close()
+  if out then out:close() end
+  out = nil
+end
+
+return events

@@ -1,0 +1,113 @@
+-- tg.instance -- what every instance does around its case: pick the case,
+-- record the start, take the Testground start-up entries, run the case, and
+-- record the outcome on stdout, in run.out and in the run's run_events stream.
+local core = require "tg.core"
+local json = require "tg.json"
+
+local M = {}
+
+-- M.select(plan_result, wanted) -> name, fn | nil, message
+function M.select(result, wanted)
+  if wanted == "" then wanted = nil end
+  if type(result) == "function" then return wanted or "default", result end
+  if type(result) ~= "table" then
+    return nil, ("the plan must return a function or a table of case functions, not %s"):format(
+      result == nil and "nothing" or "a " .. type(result))
+  end
+  local names = {}
+  for k, v in pairs(result) do
+    if type(k) == "string" and type(v) == "function" then names[#names + 1] = k end
+  end
+  table.sort(names)
+  if #names == 0 then return nil, "the plan returned a table without case functions" end
+  if wanted then
+    if type(result[wanted]) == "function" then return wanted, result[wanted] end
+    return nil, ("unknown case '%s'; the plan has: %s"):format(wanted, table.concat(names, ", "))
+  end
+  if #names == 1 then return names[1], result[names[1]] end
+  return nil, ("the plan has %d cases (%s): choose one with --case NAME or TEST_CASE"):format(
+    #names, table.concat(names, ", "))
+end
+
+local function message_of(e)
+  if type(e) == "string" then return e end
+  if core.is_error(e) then return e.message end
+  local mt = getmetatable(e)
+  if mt and mt.__tostring then return tostring(e) end
+  return nil
+end
+
+-- Append the outcome to run_events, bounded: the outcome on stdout and in
+-- run.out stands even when Redis is gone.
+local function signal_event(ev)
+  if core.redis_down() then return end
+  local keys = require "tg.keys"
+  local ok, err = pcall(core.call, { "XADD", keys.run_events, "*", "p", json.encode(ev) }, 5,
+    "XADD run_events")
+  if not ok then
+    io.stderr:write("tgrun: could not record the outcome in run_events: ", tostring(err), "\n")
+  end
+end
+
+-- M.main(case_fn) -> exit status, first error line.  Runs as the main task.
+function M.main(case_fn)
+  local cfg = core.config()
+  local events = require "tg.events"
+  local sync = require "tg.sync"
+  local log = require "tg.log"
+  local env = require("tg.env").new(cfg)
+
+  -- an error of a task nobody joins is reported, not lost
+  debug.getregistry()["tg.on_task_error"] = function(name, res)
+    local m = message_of(res[1]) or ("error object is a " .. type(res[1]) .. " value")
+    log.error("task %s failed: %s", name, m)
+  end
+
+  events.emit({ start_event = { runenv = {
+    plan = cfg.plan, case = cfg.case, run = cfg.run_id, params = cfg.params,
+    instances = cfg.instance_count, outputs_path = cfg.outputs_path, network = cfg.subnet,
+    group = cfg.group_id, group_instances = cfg.group_instance_count,
+    start_time = cfg.start_time,
+  } } })
+
+  local ok, err = xpcall(function()
+    if cfg.sidecar then
+      events.stage("stage_start", "network-initialized")
+      sync.barrier("network-initialized", cfg.instance_count)
+      log.info("network initialisation successful")
+      events.stage("stage_end", "network-initialized")
+    end
+    env.global_seq = sync.signal_entry("initialized_global")
+    env.group_seq = sync.signal_entry("initialized_group_" .. cfg.group_id)
+    case_fn(env)
+  end, function(e)
+    return { e = e, tb = debug.traceback(nil, 2) }
+  end)
+
+  local ev, status, first
+  if ok then
+    ev = { success_event = { group = cfg.group_id } }
+    status = 0
+  else
+    local e = err.e
+    local msg = message_of(e)
+    if core.is_error(e) and e.code == "bad_param" then
+      ev = { failure_event = { group = cfg.group_id, error = msg } }
+      status, first = 2, msg
+      io.stderr:write("tgrun: ", msg, "\n")
+    elseif msg then
+      ev = { failure_event = { group = cfg.group_id, error = msg .. "\n" .. err.tb } }
+      status, first = 1, msg
+    else
+      msg = ("error object is a %s value"):format(type(e))
+      ev = { crash_event = { group = cfg.group_id, error = msg, stacktrace = err.tb } }
+      status, first = 1, msg
+    end
+  end
+  events.emit(ev)
+  signal_event(ev)
+  events.close()
+  return status, first
+end
+
+return M

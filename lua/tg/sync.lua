@@ -1,0 +1,117 @@
+-- tg.sync -- Testground's sync primitives: states and barriers, topics.
+--
+-- Every call that waits yields the calling task and takes an options table
+-- whose `timeout` (seconds) bounds the wait; without one, the run's deadline
+-- does.  Errors are values with `code` and `message` (see API.md section 4).
+local core = require "tg.core"
+local json = require "tg.json"
+local check = require "tg.check"
+local keys = require "tg.keys"
+
+local sync = {}
+
+-- sync.signal_entry(state) -> seq: enter state; seq is the arrival order.
+function sync.signal_entry(state)
+  check.name("signal_entry", "state", state)
+  return core.script("enter", { keys.state(state), keys.waits(state), keys.notify },
+    { "", keys.ttl }, -1, ("signal_entry('%s')"):format(state))
+end
+
+-- sync.barrier(state, target [, opts]): wait until target instances entered.
+function sync.barrier(state, target, opts)
+  check.name("barrier", "state", state)
+  target = check.count("barrier", "target", target, 0)
+  local timeout = check.timeout("barrier", opts)
+  if target == 0 then return end
+  core.barrier("await", { keys.state(state), keys.waits(state) }, { target, keys.ttl },
+    target, timeout, ("barrier '%s'"):format(state))
+end
+
+-- sync.signal_and_wait(state, target [, opts]) -> seq: enter, then wait.
+-- One script call: the entry and the registration of the target are atomic.
+function sync.signal_and_wait(state, target, opts)
+  check.name("signal_and_wait", "state", state)
+  target = check.count("signal_and_wait", "target", target, 0)
+  local timeout = check.timeout("signal_and_wait", opts)
+  return core.barrier("enter", { keys.state(state), keys.waits(state), keys.notify },
+    { target, keys.ttl }, target, timeout, ("barrier '%s'"):format(state))
+end
+
+-- sync.publish(topic, value) -> seq: append value; seq is its 1-based position.
+function sync.publish(topic, value)
+  check.name("publish", "topic", topic)
+  local ok, text = pcall(json.encode, value)
+  if not ok then
+    check.fail("publish to topic '%s': the value cannot be sent as JSON: %s", topic,
+      tostring(text):gsub("^json%.encode: ", ""))
+  end
+  return core.script("publish", { keys.topic(topic) }, { text, keys.ttl }, -1,
+    ("publish to topic '%s'"):format(topic))
+end
+
+local Sub = {}
+Sub.__index = Sub
+
+-- sync.subscribe(topic [, opts]) -> sub: every value of the topic from the
+-- first on, in order.  opts.timeout becomes the default bound of sub:next().
+function sync.subscribe(topic, opts)
+  check.name("subscribe", "topic", topic)
+  local timeout = check.timeout("subscribe", opts)
+  return setmetatable({ raw = core.subscribe(keys.topic(topic), topic), topic = topic,
+    timeout = timeout }, Sub)
+end
+
+-- sub:next([opts]) -> value, seq.  Yields until a value is there.
+function Sub:next(opts)
+  local t = check.timeout("next", opts)
+  return self.raw:next_raw(t >= 0 and t or self.timeout)
+end
+
+-- sub:take(n [, opts]) -> {value, ...}: the next n values; opts.timeout
+-- bounds the whole call.
+function Sub:take(n, opts)
+  n = check.count("take", "n", n, 0)
+  local t = check.timeout("take", opts)
+  if t < 0 then t = self.timeout end
+  local deadline = t >= 0 and core.now() + t or nil
+  local out = {}
+  for i = 1, n do
+    local left = deadline and math.max(0, deadline - core.now()) or -1
+    local ok, v = pcall(self.raw.next_raw, self.raw, left)
+    if not ok then
+      if core.is_error(v) and v.code == "timeout" then
+        error(core.error("timeout", ("take(%d) from topic '%s' timed out after %g s: got %d of %d values")
+          :format(n, self.topic, t >= 0 and t or core.deadline(), i - 1, n)), 2)
+      end
+      error(v, 2)
+    end
+    out[i] = v
+  end
+  return out
+end
+
+-- sub:close(): stop reading; a pending next() ends with code "closed".
+function Sub:close()
+  self.raw:close()
+end
+
+-- sub:buffered() -> how many values were read and are not taken yet.
+function Sub:buffered()
+  return self.raw:buffered()
+end
+
+-- sync.publish_and_wait(topic, value, state, target [, opts]) -> seq:
+-- publish, then wait at the barrier (as the Go SDK does: it does not enter).
+function sync.publish_and_wait(topic, value, state, target, opts)
+  local seq = sync.publish(topic, value)
+  sync.barrier(state, target, opts)
+  return seq
+end
+
+-- sync.publish_subscribe(topic, value [, opts]) -> seq, sub.
+function sync.publish_subscribe(topic, value, opts)
+  local sub = sync.subscribe(topic, opts)
+  return sync.publish(topic, value), sub
+end
+
+return sync

@@ -1,0 +1,140 @@
+/*
+ * tg_inst.c -- an instance: a lua_State with the tg modules, its tasks, and
+ * the module loader that serves lua/ from the binary.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "tg_embedded.h"
+#include "tg_json.h"
+#include "tg_redis.h"
+#include "tg_rt.h"
+
+void tg_rt_open(lua_State *L);
+void tg_inst_abandon_tasks(tg_inst_t *inst);
+
+/* tg.core.time_ns() -> integer nanoseconds since the Unix epoch */
+static int l_time_ns(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    return 1;
+}
+
+/* tg.core.config() -> the table the runner set up for this instance */
+static int l_config(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
+    return 1;
+}
+
+/* tg.core.script_names() -> {name, ...} of the compiled-in Redis scripts */
+static int l_script_names(lua_State *L) {
+    lua_newtable(L);
+    for (int i = 0; tg_embedded_scripts[i].name; i++) {
+        lua_pushstring(L, tg_embedded_scripts[i].name);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+/* tg.core.stats() -> {tasks=, instance=} live counts, for tests */
+static int l_stats(lua_State *L) {
+    tg_inst_t *inst = tg_ctx(L)->inst;
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, inst->ntasks);
+    lua_setfield(L, -2, "tasks");
+    lua_pushinteger(L, inst->index);
+    lua_setfield(L, -2, "instance");
+    return 1;
+}
+
+static int open_core(lua_State *L) {
+    lua_newtable(L);
+    tg_rt_open(L);
+    tg_redis_open_lua(L);
+    lua_pushcfunction(L, l_time_ns);
+    lua_setfield(L, -2, "time_ns");
+    lua_pushcfunction(L, l_config);
+    lua_setfield(L, -2, "config");
+    lua_pushcfunction(L, l_script_names);
+    lua_setfield(L, -2, "script_names");
+    lua_pushcfunction(L, l_stats);
+    lua_setfield(L, -2, "stats");
+    return 1;
+}
+
+/* package.searchers entry: the modules compiled from lua/ (or read from
+ * rt->lua_dir when developing). */
+static int search_embedded(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    tg_inst_t *inst = tg_ctx(L)->inst;
+    for (int i = 0; tg_embedded_lua[i].name; i++) {
+        const tg_embedded_t *e = &tg_embedded_lua[i];
+        if (strcmp(e->name, name) != 0) continue;
+        if (inst->rt->lua_dir) {
+            lua_pushfstring(L, "%s/%s", inst->rt->lua_dir, e->path + 4);  /* skip "lua/" */
+            const char *path = lua_tostring(L, -1);
+            if (luaL_loadfile(L, path) != LUA_OK) return lua_error(L);
+            lua_pushstring(L, path);
+            return 2;
+        }
+        char chunk[128];
+        snprintf(chunk, sizeof chunk, "@%s", e->path);
+        if (luaL_loadbuffer(L, e->data, e->len, chunk) != LUA_OK) return lua_error(L);
+        lua_pushstring(L, e->path);
+        return 2;
+    }
+    lua_pushfstring(L, "no module '%s' built into tgrun", name);
+    return 1;
+}
+
+tg_inst_t *tg_inst_new(tg_rt_t *rt) {
+    tg_inst_t *inst = calloc(1, sizeof *inst);
+    if (!inst) return NULL;
+    inst->rt = rt;
+    inst->ctx.inst = inst;
+    lua_State *L = luaL_newstate();
+    if (!L) { free(inst); return NULL; }
+    inst->L = L;
+    *(tg_ctx_t **)lua_getextraspace(L) = &inst->ctx;
+    luaL_openlibs(L);
+
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, open_core);
+    lua_setfield(L, -2, "tg.core");
+    lua_pushcfunction(L, luaopen_tg_json);
+    lua_setfield(L, -2, "tg.json");
+    lua_pop(L, 1);
+
+    /* searchers: preload, embedded, then Lua's own path and C searchers */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    for (lua_Integer i = (lua_Integer)luaL_len(L, -1); i >= 2; i--) {
+        lua_rawgeti(L, -1, i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, search_embedded);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 2);
+
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "tg.config");
+    inst->next = rt->insts;
+    rt->insts = inst;
+    return inst;
+}
+
+void tg_inst_free(tg_inst_t *inst) {
+    tg_rt_t *rt = inst->rt;
+    tg_inst_abandon_tasks(inst);
+    lua_close(inst->L);
+    tg_inst_t **p = &rt->insts;
+    while (*p && *p != inst) p = &(*p)->next;
+    if (*p) *p = inst->next;
+    free(inst->error);
+    free(inst);
+}

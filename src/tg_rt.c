@@ -1,0 +1,571 @@
+/*
+ * tg_rt.c -- the loop, the ready queue, tasks and waits.  See tg_rt.h for the
+ * ownership rules; the short version is that only drain() resumes tasks.
+ */
+#include "tg_rt.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <lauxlib.h>
+
+#define TASK_META "tg.task"
+#define ERROR_META "tg.error"
+
+static void drain(uv_idle_t *h);
+
+double tg_rt_now(void) {
+    return (double)uv_hrtime() / 1e9;
+}
+
+int tg_rt_init(tg_rt_t *rt, uv_loop_t *loop) {
+    memset(rt, 0, sizeof *rt);
+    rt->loop = loop;
+    rt->deadline = tg_rt_now() + 600;
+    rt->next_task_id = 1;
+    int rc = uv_idle_init(loop, &rt->idle);
+    rt->idle.data = rt;
+    return rc;
+}
+
+void tg_rt_close(tg_rt_t *rt) {
+    rt->closing = 1;
+    if (!uv_is_closing((uv_handle_t *)&rt->idle))
+        uv_close((uv_handle_t *)&rt->idle, NULL);
+}
+
+tg_ctx_t *tg_ctx(lua_State *L) {
+    return *(tg_ctx_t **)lua_getextraspace(L);
+}
+
+/* ---- errors ------------------------------------------------------------- */
+
+static void err_pushv(lua_State *L, const char *code, const char *fmt, va_list ap) {
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushvfstring(L, fmt, ap);
+    lua_setfield(L, -2, "message");
+    luaL_setmetatable(L, ERROR_META);
+}
+
+void tg_err_push(lua_State *L, const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    err_pushv(L, code, fmt, ap);
+    va_end(ap);
+}
+
+int tg_err_raise(lua_State *L, const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    err_pushv(L, code, fmt, ap);
+    va_end(ap);
+    return lua_error(L);
+}
+
+/* ---- the ready queue ---------------------------------------------------- */
+
+static void enqueue(tg_task_t *t) {
+    tg_rt_t *rt = t->ctx.inst->rt;
+    t->state = TG_TASK_READY;
+    t->next_ready = NULL;
+    t->refs++;                                  /* the queue's reference, dropped by drain() */
+    if (rt->ready_tail) rt->ready_tail->next_ready = t;
+    else {
+        rt->ready_head = t;
+        if (!rt->closing) uv_idle_start(&rt->idle, drain);
+    }
+    rt->ready_tail = t;
+}
+
+static void timer_free(uv_handle_t *h) {
+    free(h);
+}
+
+void tg_task_unref(tg_task_t *t) {
+    if (--t->refs > 0) return;
+    free(t);
+}
+
+/* The task ended: keep its results for join(), release its coroutine at
+ * once (finished coroutines must not linger until a GC cycle), wake the
+ * tasks that join it, and tell the instance when its main task ended. */
+static void finish(tg_task_t *t, int ok, int nres) {
+    tg_inst_t *inst = t->ctx.inst;
+    lua_State *L = inst->L, *co = t->co;
+
+    /* results = {ok = bool, n = count, [1..n] = values | [1] = error, traceback} */
+    lua_createtable(L, nres, 3);
+    lua_pushboolean(L, ok);
+    lua_setfield(L, -2, "ok");
+    if (ok) {
+        lua_pushinteger(L, nres);
+        lua_setfield(L, -2, "n");
+        lua_xmove(co, L, nres);
+        for (int i = nres; i >= 1; i--) lua_rawseti(L, -(i + 1), i);
+    } else {
+        lua_pushinteger(L, 1);
+        lua_setfield(L, -2, "n");
+        lua_xmove(co, L, 1);                    /* results err */
+        const char *msg = NULL;
+        if (lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
+        else if (luaL_callmeta(L, -1, "__tostring")) {
+            msg = lua_tostring(L, -1);          /* results err str */
+            lua_pop(L, 1);
+        }
+        luaL_traceback(L, co, msg, 0);          /* results err tb */
+        lua_setfield(L, -3, "traceback");
+        lua_rawseti(L, -2, 1);
+    }
+    t->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_resetthread(co);
+    *(tg_ctx_t **)lua_getextraspace(co) = &inst->ctx;
+    luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+    t->co = NULL;
+    t->co_ref = LUA_NOREF;
+    t->state = TG_TASK_DONE;
+    t->token++;
+    if (t->timer) {
+        t->timer->data = NULL;
+        uv_close((uv_handle_t *)t->timer, timer_free);
+        t->timer = NULL;
+    }
+    if (t->prev) t->prev->next = t->next;
+    else inst->tasks = t->next;
+    if (t->next) t->next->prev = t->prev;
+    inst->ntasks--;
+
+    int joined = t->joiners != NULL;
+    while (t->joiners) {
+        tg_task_t *j = t->joiners;
+        t->joiners = j->next_joiner;
+        j->abort = NULL;
+        tg_task_unref(t);                       /* the joiner's reference */
+        lua_State *jco = tg_wait_target(j, j->token);
+        if (!jco) continue;
+        lua_rawgeti(jco, LUA_REGISTRYINDEX, t->results_ref);
+        lua_getfield(jco, -1, "n");
+        int n = (int)lua_tointeger(jco, -1);
+        lua_pop(jco, 1);
+        for (int i = 1; i <= n; i++) lua_rawgeti(jco, -i, i);
+        lua_remove(jco, -n - 1);
+        tg_wait_done(j, ok, n);
+    }
+
+    /* An error nobody joins must not vanish: hand it to the instance's
+     * reporter (tg.instance sets it), else print it. */
+    if (!ok && !joined && t != inst->main) {
+        lua_getfield(L, LUA_REGISTRYINDEX, "tg.on_task_error");
+        if (lua_isfunction(L, -1)) {
+            lua_pushstring(L, t->name);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
+            if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+        } else lua_pop(L, 1);
+    }
+
+    if (t == inst->main && inst->rt->on_inst_done) inst->rt->on_inst_done(inst);
+    tg_task_unref(t);                           /* the "running" reference */
+}
+
+static void resume(tg_task_t *t) {
+    lua_State *co = t->co;
+    int nres, nargs = t->nresume;
+    t->nresume = 0;
+    t->state = TG_TASK_RUNNING;
+    int st = lua_resume(co, t->ctx.inst->L, nargs, &nres);
+    if (st == LUA_YIELD) {
+        lua_pop(co, nres);
+        /* A bare coroutine.yield() in a task body lets the others run, like
+         * tg.sleep(0); a runtime wait left the task WAITING. */
+        if (t->state == TG_TASK_RUNNING) enqueue(t);
+        return;
+    }
+    finish(t, st == LUA_OK, st == LUA_OK ? nres : 1);
+}
+
+static void drain(uv_idle_t *h) {
+    tg_rt_t *rt = h->data;
+    tg_task_t *t = rt->ready_head;
+    rt->ready_head = rt->ready_tail = NULL;     /* later arrivals wait for the next turn */
+    while (t) {
+        tg_task_t *next = t->next_ready;
+        t->next_ready = NULL;
+        if (t->co && t->state == TG_TASK_READY) resume(t);
+        tg_task_unref(t);                       /* queue's reference */
+        t = next;
+    }
+    if (!rt->ready_head) uv_idle_stop(&rt->idle);
+}
+
+/* ---- tasks -------------------------------------------------------------- */
+
+tg_task_t *tg_task_spawn(lua_State *L, int nargs, const char *name) {
+    tg_inst_t *inst = tg_ctx(L)->inst;
+    tg_task_t *t = calloc(1, sizeof *t);
+    if (!t) { luaL_error(L, "out of memory"); return NULL; }
+    t->timer = malloc(sizeof *t->timer);
+    if (!t->timer) { free(t); luaL_error(L, "out of memory"); return NULL; }
+    uv_timer_init(inst->rt->loop, t->timer);
+    t->timer->data = t;
+    t->ctx.inst = inst;
+    t->ctx.task = t;
+    t->id = inst->rt->next_task_id++;
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "task");
+    t->results_ref = LUA_NOREF;
+    t->handle_ref = LUA_NOREF;
+
+    lua_State *co = lua_newthread(L);           /* fn args co */
+    t->co = co;
+    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* fn args */
+    lua_xmove(L, co, nargs + 1);
+    *(tg_ctx_t **)lua_getextraspace(co) = &t->ctx;
+
+    tg_task_t **box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = t;
+    luaL_setmetatable(L, TASK_META);
+    t->refs = 2;                                /* the handle, and "running" */
+    t->nresume = nargs;
+
+    t->next = inst->tasks;
+    if (inst->tasks) inst->tasks->prev = t;
+    inst->tasks = t;
+    inst->ntasks++;
+    enqueue(t);
+    return t;
+}
+
+void tg_task_cancel(tg_task_t *t) {
+    if (t->state == TG_TASK_DONE) return;
+    t->cancelled = 1;
+    if (t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_CANCEL);
+}
+
+/* ---- waits -------------------------------------------------------------- */
+
+static void on_deadline(uv_timer_t *h) {
+    tg_task_t *t = h->data;
+    if (t && t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_TIMEOUT);
+}
+
+tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what) {
+    tg_ctx_t *c = tg_ctx(L);
+    tg_task_t *t = c->task;
+    if (!t || t->co != L)
+        tg_err_raise(L, "invalid", "%s: a waiting call must run in a task (the case "
+                     "function or tg.spawn), not at a plan's top level nor inside "
+                     "coroutine.create/wrap", what);
+    if (t->cancelled)
+        tg_err_raise(L, "cancelled", "%s: the task was cancelled", what);
+    t->token++;
+    t->state = TG_TASK_WAITING;
+    t->abort = NULL;
+    t->abort_data = NULL;
+    snprintf(t->whatbuf, sizeof t->whatbuf, "%s", what);
+    t->what = t->whatbuf;
+    if (timeout < 0) {
+        timeout = c->inst->rt->deadline - tg_rt_now();
+        if (timeout < 0) timeout = 0;
+    }
+    t->timeout = timeout;
+    if (isfinite(timeout) && timeout < 1e9)
+        uv_timer_start(t->timer, on_deadline, (uint64_t)ceil(timeout * 1000), 0);
+    return t;
+}
+
+void tg_wait_on_abort(tg_task_t *t, tg_abort_fn fn, void *data) {
+    t->abort = fn;
+    t->abort_data = data;
+}
+
+static int wait_k(lua_State *L, int status, lua_KContext base) {
+    (void)status;
+    tg_task_t *t = tg_ctx(L)->task;
+    if (!t->ok) return lua_error(L);
+    return lua_gettop(L) - (int)base;
+}
+
+int tg_wait_yield(lua_State *L) {
+    return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), wait_k);
+}
+
+lua_State *tg_wait_target(tg_task_t *t, uint64_t token) {
+    if (!t->co || t->state != TG_TASK_WAITING || t->token != token) return NULL;
+    if (!lua_checkstack(t->co, 8)) return NULL;
+    return t->co;
+}
+
+void tg_wait_done(tg_task_t *t, int ok, int nvalues) {
+    if (t->timer) uv_timer_stop(t->timer);
+    t->abort = NULL;
+    t->ok = ok;
+    t->nresume = nvalues;
+    t->token++;
+    enqueue(t);
+}
+
+void tg_wait_fail(tg_task_t *t, const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    err_pushv(t->co, code, fmt, ap);
+    va_end(ap);
+    tg_wait_done(t, 0, 1);
+}
+
+/* "5 s", "0.25 s": how the messages print a duration. */
+static const char *secs(double s, char *buf, size_t n) {
+    if (s == floor(s) && s < 1e12) snprintf(buf, n, "%.0f s", s);
+    else snprintf(buf, n, "%.3g s", s);
+    return buf;
+}
+
+void tg_wait_abort(tg_task_t *t, int why) {
+    if (t->state != TG_TASK_WAITING) return;
+    tg_abort_fn fn = t->abort;
+    t->abort = NULL;
+    if (fn) fn(t, why);                         /* may complete the wait itself */
+    if (t->state != TG_TASK_WAITING || !lua_checkstack(t->co, 4)) return;
+    char b[32];
+    switch (why) {
+    case TG_ABORT_TIMEOUT:
+        tg_wait_fail(t, "timeout", "%s timed out after %s", t->what, secs(t->timeout, b, sizeof b));
+        break;
+    case TG_ABORT_CANCEL:
+        tg_wait_fail(t, "cancelled", "%s: cancelled", t->what);
+        break;
+    case TG_ABORT_CLOSED:
+        tg_wait_fail(t, "closed", "%s: the connection to Redis was lost", t->what);
+        break;
+    default:
+        tg_wait_fail(t, "cancelled", "%s: the instance is shutting down", t->what);
+        break;
+    }
+}
+
+/* Abandon every task of inst (the instance is going away): unregister their
+ * waits, drop their coroutines (they die with the state) and their timers. */
+void tg_inst_abandon_tasks(tg_inst_t *inst) {
+    for (tg_task_t *t = inst->tasks; t; t = t->next) {
+        if (t->state == TG_TASK_WAITING) {
+            tg_abort_fn fn = t->abort;
+            t->abort = NULL;
+            if (fn) fn(t, TG_ABORT_SHUTDOWN);
+        }
+    }
+    while (inst->tasks) {
+        tg_task_t *t = inst->tasks;
+        inst->tasks = t->next;
+        inst->ntasks--;
+        t->co = NULL;
+        t->state = TG_TASK_DONE;
+        t->token++;
+        if (t->timer) {
+            t->timer->data = NULL;
+            uv_close((uv_handle_t *)t->timer, timer_free);
+            t->timer = NULL;
+        }
+        if (t->results_ref != LUA_NOREF) t->results_ref = LUA_NOREF;   /* dies with the state */
+        tg_task_unref(t);                       /* the "running" reference */
+    }
+}
+
+/* ---- Lua bindings: tasks and time --------------------------------------- */
+
+static tg_task_t *check_task(lua_State *L, int idx) {
+    return *(tg_task_t **)luaL_checkudata(L, idx, TASK_META);
+}
+
+/* Timeout from an options table at idx: seconds, or -1 for the run deadline. */
+double tg_opt_timeout(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return -1;
+    if (!lua_istable(L, idx))
+        tg_err_raise(L, "invalid", "options must be a table, got %s", luaL_typename(L, idx));
+    lua_getfield(L, idx, "timeout");
+    double v = -1;
+    if (!lua_isnil(L, -1)) {
+        int isnum;
+        v = lua_tonumberx(L, -1, &isnum);
+        if (!isnum || v < 0 || v != v)
+            tg_err_raise(L, "invalid", "timeout must be a non-negative number of seconds");
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* tg.spawn(fn, ...) -> task.  Does not yield. */
+static int l_task_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_Debug ar;
+    char name[48] = "task";
+    lua_pushvalue(L, 1);
+    if (lua_getinfo(L, ">S", &ar))
+        snprintf(name, sizeof name, "%.36s:%d", ar.short_src, ar.linedefined);
+    tg_task_spawn(L, lua_gettop(L) - 1, name);
+    return 1;
+}
+
+static void join_abort(tg_task_t *j, int why) {
+    (void)why;
+    tg_task_t *t = j->abort_data, **p = &t->joiners;
+    while (*p && *p != j) p = &(*p)->next_joiner;
+    if (*p) *p = j->next_joiner;
+    tg_task_unref(t);
+}
+
+/* task:join([opts]) -> ...  Yields until the task ends; re-raises its error. */
+static int l_task_join(lua_State *L) {
+    tg_task_t *t = check_task(L, 1);
+    double timeout = tg_opt_timeout(L, 2);
+    if (t->state != TG_TASK_DONE) {
+        if (t == tg_ctx(L)->task)
+            return tg_err_raise(L, "invalid", "a task cannot join itself");
+        if (t->ctx.inst != tg_ctx(L)->inst)
+            return tg_err_raise(L, "invalid", "cannot join a task of another instance");
+        char what[96];
+        snprintf(what, sizeof what, "join of task %s", t->name);
+        tg_task_t *j = tg_wait_begin(L, timeout, what);
+        j->next_joiner = t->joiners;
+        t->joiners = j;
+        t->refs++;
+        tg_wait_on_abort(j, join_abort, t);
+        return tg_wait_yield(L);
+    }
+    lua_settop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
+    lua_getfield(L, 2, "ok");
+    int ok = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "n");
+    int n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 2);
+    luaL_checkstack(L, n, "too many results");
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, 2, i);
+    if (!ok) return lua_error(L);
+    return n;
+}
+
+/* task:cancel().  Does not yield. */
+static int l_task_cancel(lua_State *L) {
+    tg_task_cancel(check_task(L, 1));
+    return 0;
+}
+
+/* task:status() -> "ready" | "running" | "waiting" | "done" */
+static int l_task_status(lua_State *L) {
+    static const char *names[] = {"?", "ready", "running", "waiting", "done"};
+    lua_pushstring(L, names[check_task(L, 1)->state]);
+    return 1;
+}
+
+static int l_task_gc(lua_State *L) {
+    tg_task_t **box = luaL_checkudata(L, 1, TASK_META);
+    if (*box) tg_task_unref(*box);
+    *box = NULL;
+    return 0;
+}
+
+static int l_task_tostring(lua_State *L) {
+    tg_task_t *t = check_task(L, 1);
+    lua_pushfstring(L, "task %s (%s)", t->name,
+                    t->state == TG_TASK_DONE ? "done" : "running");
+    return 1;
+}
+
+static void sleep_abort(tg_task_t *t, int why) {
+    if (why == TG_ABORT_TIMEOUT) tg_wait_done(t, 1, 0);   /* the deadline IS the wake-up */
+}
+
+/* tg.sleep(seconds).  Yields. */
+static int l_sleep(lua_State *L) {
+    double s = luaL_checknumber(L, 1);
+    if (!(s >= 0)) return tg_err_raise(L, "invalid", "tg.sleep: seconds must be >= 0");
+    char what[64];
+    snprintf(what, sizeof what, "tg.sleep(%g)", s);
+    tg_task_t *t = tg_wait_begin(L, s, what);
+    tg_wait_on_abort(t, sleep_abort, NULL);
+    return tg_wait_yield(L);
+}
+
+static int l_now(lua_State *L) {
+    lua_pushnumber(L, tg_rt_now());
+    return 1;
+}
+
+static int l_time(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + ts.tv_nsec / 1e9);
+    return 1;
+}
+
+/* tg.core.deadline() -> seconds left until the run's deadline */
+static int l_deadline(lua_State *L) {
+    lua_pushnumber(L, tg_ctx(L)->inst->rt->deadline - tg_rt_now());
+    return 1;
+}
+
+/* tg.core.error(code, message) -> error value (not raised) */
+static int l_error(lua_State *L) {
+    const char *code = luaL_checkstring(L, 1);
+    const char *msg = luaL_checkstring(L, 2);
+    tg_err_push(L, code, "%s", msg);
+    return 1;
+}
+
+/* tg.core.is_error(v) -> bool */
+static int l_is_error(lua_State *L) {
+    int is = 0;
+    if (lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, ERROR_META);
+        is = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    lua_pushboolean(L, is);
+    return 1;
+}
+
+static int l_err_tostring(lua_State *L) {
+    lua_getfield(L, 1, "message");
+    if (!lua_isstring(L, -1)) lua_pushstring(L, "(error without a message)");
+    return 1;
+}
+
+static const luaL_Reg task_methods[] = {
+    {"join", l_task_join},
+    {"cancel", l_task_cancel},
+    {"status", l_task_status},
+    {NULL, NULL},
+};
+
+static const luaL_Reg rt_funcs[] = {
+    {"spawn", l_task_spawn},
+    {"sleep", l_sleep},
+    {"now", l_now},
+    {"time", l_time},
+    {"deadline", l_deadline},
+    {"error", l_error},
+    {"is_error", l_is_error},
+    {NULL, NULL},
+};
+
+/* Register the task and error metatables in L and add the task/time
+ * functions to the table at the top of the stack. */
+void tg_rt_open(lua_State *L) {
+    if (luaL_newmetatable(L, TASK_META)) {
+        luaL_newlib(L, task_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_task_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_task_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, ERROR_META)) {
+        lua_pushcfunction(L, l_err_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    luaL_setfuncs(L, rt_funcs, 0);
+}

@@ -1,0 +1,164 @@
+/*
+ * tg_rt.h -- the runtime: one libuv loop, the instances that run on it, and
+ * the tasks (Lua coroutines) that those instances run.
+ *
+ * Ownership and invariants:
+ *  - A tg_rt_t is one per process.  It owns the loop, the Redis connections
+ *    (tg_redis.h), the ready queue and every instance.  Several instances (each
+ *    its own lua_State) may share one runtime: --inproc runs need that.
+ *  - A tg_inst_t owns its lua_State.  The state's extra space points at a
+ *    tg_ctx_t that names the instance and, for a task's own coroutine, the task.
+ *  - A tg_task_t is malloc'd and reference counted: one reference for the Lua
+ *    handle (the "tg.task" userdata), one while it runs, one per request in
+ *    flight (a Redis command whose callback has not come back yet).  So an I/O
+ *    callback can always look at the task it was started for, and it decides
+ *    whether its result is still wanted by comparing the wait token.
+ *  - The one resume path: I/O callbacks never run plan Lua.  They push the
+ *    result onto the waiting coroutine's stack (tg_wait_target), then call
+ *    tg_wait_done(), which puts the task on the ready queue; an idle handle
+ *    drains that queue and resumes each task.
+ *  - Each task waits on at most one thing at a time.  A wait has a deadline
+ *    (its own timeout, else the run's deadline) and an optional abort hook
+ *    that unregisters it from whatever would have completed it.
+ */
+#ifndef TG_RT_H
+#define TG_RT_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <lua.h>
+#include <uv.h>
+
+typedef struct tg_rt tg_rt_t;
+typedef struct tg_inst tg_inst_t;
+typedef struct tg_task tg_task_t;
+typedef struct tg_redis tg_redis_t;
+
+/* What the extra space of every thread of an instance points to. */
+typedef struct tg_ctx {
+    tg_inst_t *inst;
+    tg_task_t *task;            /* NULL outside a task's own coroutine */
+} tg_ctx_t;
+
+/* Why a wait ended without its event. */
+enum { TG_ABORT_TIMEOUT = 1, TG_ABORT_CANCEL, TG_ABORT_CLOSED, TG_ABORT_SHUTDOWN };
+
+enum { TG_TASK_READY = 1, TG_TASK_RUNNING, TG_TASK_WAITING, TG_TASK_DONE };
+
+typedef void (*tg_abort_fn)(tg_task_t *t, int why);
+
+struct tg_task {
+    tg_ctx_t ctx;               /* extra space of co points here while it runs */
+    lua_State *co;              /* NULL once the task is done */
+    int co_ref;                 /* registry ref anchoring co (and the task handle) */
+    int handle_ref;             /* registry ref of the Lua handle while running */
+    int refs;
+    int state;
+    int cancelled;
+    int ok;                     /* outcome of the last wait: 1 values, 0 error */
+    int nresume;                /* values pushed on co for the next resume */
+    uint64_t token;             /* bumped by every wait; stale callbacks see a mismatch */
+    const char *what;           /* what the current wait waits for (static or task-owned) */
+    char whatbuf[160];
+    double timeout;             /* seconds of the current wait */
+    tg_abort_fn abort;          /* unregisters the current wait; may be NULL */
+    void *abort_data;
+    uv_timer_t *timer;          /* deadline timer, reused across waits */
+    tg_task_t *next_ready;
+    tg_task_t *prev, *next;     /* the instance's list of live tasks */
+    tg_task_t *joiners;         /* tasks waiting in task:join() on this one */
+    tg_task_t *next_joiner;
+    uint64_t id;
+    int results_ref;            /* registry ref of {ok, n, ...} once done */
+    char name[48];
+};
+
+/* Result of a finished instance, as the runner reports it. */
+enum { TG_OUT_NONE = 0, TG_OUT_SUCCESS, TG_OUT_FAILURE, TG_OUT_CRASH, TG_OUT_USAGE };
+
+struct tg_inst {
+    tg_rt_t *rt;
+    lua_State *L;
+    tg_ctx_t ctx;               /* ctx of the main thread (task == NULL) */
+    tg_task_t *tasks;           /* live tasks */
+    tg_task_t *main;            /* the task that runs the case */
+    int ntasks;
+    int outcome;                /* TG_OUT_* */
+    char *error;                /* first error line (malloc'd), for summaries */
+    int index;                  /* 0-based index in the process (inproc) */
+    tg_inst_t *next;
+    void *user;                 /* owned by whoever runs the instance */
+};
+
+struct tg_rt {
+    uv_loop_t *loop;
+    uv_idle_t idle;             /* drains the ready queue */
+    tg_task_t *ready_head, *ready_tail;
+    tg_redis_t *redis;          /* NULL until connected */
+    double deadline;            /* tg_rt_now() value at which the run ends */
+    uint64_t next_task_id;
+    tg_inst_t *insts;
+    int ninsts_running;
+    void (*on_inst_done)(tg_inst_t *inst);  /* called when an instance's main task ends */
+    int closing;
+    const char *lua_dir;        /* develop: load lua/ from here instead of the binary */
+};
+
+/* ---- runtime ---------------------------------------------------------- */
+
+/* Initialise rt on loop.  0 or a negative libuv code. */
+int tg_rt_init(tg_rt_t *rt, uv_loop_t *loop);
+/* Close the runtime's own handles (after every instance was destroyed). */
+void tg_rt_close(tg_rt_t *rt);
+/* Monotonic seconds. */
+double tg_rt_now(void);
+
+/* ---- instances -------------------------------------------------------- */
+
+/* New instance with a fresh lua_State, the tg modules preloaded.  NULL on ENOMEM. */
+tg_inst_t *tg_inst_new(tg_rt_t *rt);
+/* Abort its tasks and close its state. */
+void tg_inst_free(tg_inst_t *inst);
+/* The instance and task of the running thread L. */
+tg_ctx_t *tg_ctx(lua_State *L);
+
+/* ---- tasks ------------------------------------------------------------ */
+
+/* Spawn a task running the function at the top of L's stack with nargs
+ * arguments above it (all popped).  Pushes the task handle.  The task first
+ * runs on the next drain of the ready queue. */
+tg_task_t *tg_task_spawn(lua_State *L, int nargs, const char *name);
+/* Drop one reference; frees the task at zero. */
+void tg_task_unref(tg_task_t *t);
+/* End a task's current wait with "cancelled" and make every later wait fail. */
+void tg_task_cancel(tg_task_t *t);
+
+/* ---- waits -------------------------------------------------------------- */
+
+/* Start a wait in the running task of L.  timeout < 0 means the run's
+ * deadline.  Raises a "invalid" error when L is not a task's own coroutine,
+ * and "cancelled" when the task was cancelled.  what is copied. */
+tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what);
+/* Install the abort hook of the current wait. */
+void tg_wait_on_abort(tg_task_t *t, tg_abort_fn fn, void *data);
+/* Yield the running task until its wait ends; returns the wait's values or
+ * raises its error.  Use as: return tg_wait_yield(L); */
+int tg_wait_yield(lua_State *L);
+/* The coroutine to push results on if wait `token` of t is still pending, else NULL. */
+lua_State *tg_wait_target(tg_task_t *t, uint64_t token);
+/* Complete the pending wait with the nvalues values (ok) or the one error
+ * value (!ok) that the caller pushed on t->co. */
+void tg_wait_done(tg_task_t *t, int ok, int nvalues);
+/* Complete the pending wait with an error {code, message}. */
+void tg_wait_fail(tg_task_t *t, const char *code, const char *fmt, ...);
+/* Abort the current wait of t (calls its abort hook) with why = TG_ABORT_*. */
+void tg_wait_abort(tg_task_t *t, int why);
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* Push an error value {code=, message=} whose tostring is the message. */
+void tg_err_push(lua_State *L, const char *code, const char *fmt, ...);
+/* Push the error and raise it. */
+int tg_err_raise(lua_State *L, const char *code, const char *fmt, ...);
+
+#endif
