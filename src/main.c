@@ -108,7 +108,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
     int c;
     o->timeout = 600;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+n:c:p:g:qh", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:c:p:g:qh", longs, NULL)) != -1) {
         switch (c) {
         case 'n':
             if (tg_parse_int(optarg, &n) < 0 || n < 1 || n > 1000000)

@@ -52,6 +52,15 @@ static int l_stats(lua_State *L) {
     return 1;
 }
 
+/* tg.core.exe_path() -> absolute path of the running tgrun binary */
+static int l_exe_path(lua_State *L) {
+    char buf[4096];
+    size_t n = sizeof buf;
+    if (uv_exepath(buf, &n) != 0) return 0;
+    lua_pushlstring(L, buf, n);
+    return 1;
+}
+
 static int open_core(lua_State *L) {
     lua_newtable(L);
     tg_rt_open(L);
@@ -64,6 +73,8 @@ static int open_core(lua_State *L) {
     lua_setfield(L, -2, "script_names");
     lua_pushcfunction(L, l_stats);
     lua_setfield(L, -2, "stats");
+    lua_pushcfunction(L, l_exe_path);
+    lua_setfield(L, -2, "exe_path");
     return 1;
 }
 

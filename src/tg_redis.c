@@ -656,13 +656,14 @@ static void bw_abort(tg_task_t *t, int why) {
         char b[32];
         if (t->timeout == (long long)t->timeout) snprintf(b, sizeof b, "%lld s", (long long)t->timeout);
         else snprintf(b, sizeof b, "%.3g s", t->timeout);
-        tg_wait_fail(t, "timeout", "%s timed out after %s: %lld of %lld entered",
-                     label, b, count, target);
+        tg_wait_fail(t, "timeout", "%s timed out after %s: %I of %I entered",
+                     label, b, (lua_Integer)count, (lua_Integer)target);
     } else if (why == TG_ABORT_CLOSED) {
-        tg_wait_fail(t, "closed", "%s: %s; %lld of %lld had entered",
-                     label, t->ctx.inst->rt->redis->down_msg, count, target);
+        tg_wait_fail(t, "closed", "%s: %s; %I of %I had entered",
+                     label, t->ctx.inst->rt->redis->down_msg, (lua_Integer)count, (lua_Integer)target);
     } else if (why == TG_ABORT_CANCEL) {
-        tg_wait_fail(t, "cancelled", "%s: cancelled; %lld of %lld had entered", label, count, target);
+        tg_wait_fail(t, "cancelled", "%s: cancelled; %I of %I had entered", label,
+                     (lua_Integer)count, (lua_Integer)target);
     }
 }
 

@@ -24,7 +24,7 @@ end
 
 -- A whole number >= min.
 function check.count(call, what, v, min)
-  local n = math.tointeger(v)
+  local n = type(v) == "number" and math.tointeger(v)
   if not n or n < (min or 0) then
     error(core.error("invalid", ("%s: %s must be a whole number >= %d, got %s"):format(
       call, what, min or 0, type(v) == "number" and tostring(v) or describe(v))), 3)

@@ -59,6 +59,7 @@ function M.main(case_fn)
 
   -- an error of a task nobody joins is reported, not lost
   debug.getregistry()["tg.on_task_error"] = function(name, res)
+    if core.is_error(res[1]) and res[1].code == "cancelled" then return end
     local m = message_of(res[1]) or ("error object is a " .. type(res[1]) .. " value")
     log.error("task %s failed: %s", name, m)
   end

@@ -1,0 +1,154 @@
+-- helpers.lua -- what the specs share: running tgrun as a real child process,
+-- private redis-servers, unique names, bounded polling.
+local tg = require "tg"
+local json = require "tg.json"
+
+local h = {}
+
+h.tgrun = os.getenv("TGRUN") or require("tg.core").exe_path()
+h.src = os.getenv("TG_SOURCE_DIR") or (function()
+  local p = io.popen("cd \"$(dirname '" .. debug.getinfo(1, "S").source:sub(2) .. "')/../..\" && pwd")
+  local d = p:read("*l")
+  p:close()
+  return d
+end)()
+h.redis_port = tonumber(os.getenv("REDIS_PORT"))
+
+local counter = 0
+-- A name no other spec uses in this run.
+function h.uniq(prefix)
+  counter = counter + 1
+  return ("%s-%d-%d"):format(prefix or "n", counter, math.random(1, 1e9))
+end
+
+function h.tmpdir()
+  local p = io.popen("mktemp -d")
+  local d = p:read("*l")
+  p:close()
+  return d
+end
+
+function h.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+function h.read(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function shq(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+h.shq = shq
+
+-- Run tgrun with args (a list) and env (a table of variables); waits for it.
+-- Returns {code =, stdout =, stderr =, secs =}.
+function h.run(args, env, opts)
+  local dir = h.tmpdir()
+  local cmd = { "cd", shq(opts and opts.cwd or dir), "&&", "env" }
+  for k, v in pairs(env or {}) do cmd[#cmd + 1] = shq(k .. "=" .. v) end
+  cmd[#cmd + 1] = shq(h.tgrun)
+  for _, a in ipairs(args) do cmd[#cmd + 1] = shq(a) end
+  cmd[#cmd + 1] = ">" .. dir .. "/out 2>" .. dir .. "/err </dev/null; echo $? >" .. dir .. "/rc"
+  local t0 = tg.now()
+  os.execute(table.concat(cmd, " "))
+  local r = { code = tonumber(h.read(dir .. "/rc")), stdout = h.read(dir .. "/out"),
+    stderr = h.read(dir .. "/err"), secs = tg.now() - t0, dir = dir }
+  return r
+end
+
+-- Start tgrun in the background; returns a handle with :wait(timeout) and :pid().
+function h.spawn(args, env, opts)
+  local dir = h.tmpdir()
+  local cmd = { "cd", shq(opts and opts.cwd or dir), "&&", "env" }
+  for k, v in pairs(env or {}) do cmd[#cmd + 1] = shq(k .. "=" .. v) end
+  cmd[#cmd + 1] = shq(h.tgrun)
+  for _, a in ipairs(args) do cmd[#cmd + 1] = shq(a) end
+  local inner = table.concat(cmd, " ") .. " >" .. dir .. "/out 2>" .. dir .. "/err </dev/null"
+  os.execute("(" .. inner .. "; echo $? >" .. dir .. "/rc.tmp; mv " .. dir .. "/rc.tmp " .. dir
+    .. "/rc) >/dev/null 2>&1 & echo $! >" .. dir .. "/pid")
+  local p = { dir = dir }
+  function p.wait(_, timeout)
+    local t0 = tg.now()
+    while not h.read(dir .. "/rc") do
+      if tg.now() - t0 > (timeout or 30) then return nil, "still running after " .. (timeout or 30) .. " s" end
+      tg.sleep(0.02)
+    end
+    return { code = tonumber(h.read(dir .. "/rc")), stdout = h.read(dir .. "/out"),
+      stderr = h.read(dir .. "/err") }
+  end
+  function p.kill()
+    os.execute("pkill -KILL -P $(cat " .. dir .. "/pid) 2>/dev/null")
+  end
+  return p
+end
+
+-- Poll fn() every 10 ms until it returns a true value; nil after timeout s.
+function h.wait_until(fn, timeout)
+  local t0 = tg.now()
+  repeat
+    local v = fn()
+    if v then return v end
+    tg.sleep(0.01)
+  until tg.now() - t0 > (timeout or 10)
+  return nil
+end
+
+-- A private redis-server on a free port: {port =, stop = fn, kill = fn}.
+function h.redis_server()
+  local dir = h.tmpdir()
+  for _ = 1, 20 do
+    local port = math.random(20000, 59999)
+    os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s "
+      .. "--logfile %s/redis.log --daemonize yes --pidfile %s/redis.pid >/dev/null 2>&1"):format(port, dir, dir, dir))
+    local ok = h.wait_until(function()
+      local p = io.popen(("redis-cli -p %d ping 2>/dev/null"):format(port))
+      local s = p:read("*a")
+      p:close()
+      return s:match("PONG")
+    end, 3)
+    if ok then
+      local pid = h.wait_until(function() return tonumber(h.read(dir .. "/redis.pid")) end, 3)
+      local srv = { port = port, pid = pid, dir = dir }
+      function srv.kill() os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+      function srv.stop() os.execute("kill " .. pid .. " 2>/dev/null") end
+      function srv.cli(cmd)
+        local p = io.popen(("redis-cli -p %d %s 2>&1"):format(port, cmd))
+        local s = p:read("*a")
+        p:close()
+        return s
+      end
+      return srv
+    end
+  end
+  error("could not start a private redis-server")
+end
+
+-- Every line of text parsed as JSON (errors name the line).
+function h.json_lines(text)
+  local out = {}
+  for line in (text or ""):gmatch("[^\n]+") do
+    local ok, v = pcall(json.decode, line)
+    if not ok then error(("not JSON: %s (%s)"):format(line, v)) end
+    out[#out + 1] = v
+  end
+  return out
+end
+
+-- The outcome events in a list of event lines.
+function h.events_of(lines, kind)
+  local out = {}
+  for _, l in ipairs(lines) do
+    if l.event and l.event[kind] then out[#out + 1] = l.event[kind] end
+  end
+  return out
+end
+
+return h

@@ -1,0 +1,4 @@
+return function(env)
+  local x = 
+  end
+end
