@@ -297,6 +297,7 @@ int tg_start_main(tg_inst_t *inst) {
     lua_getfield(L, -1, "main");
     lua_getfield(L, LUA_REGISTRYINDEX, "tg.case_fn");
     inst->main = tg_task_spawn(L, 1, "main");
+    inst->main->refs++;                         /* the instance's own, dropped in tg_inst_free */
     lua_settop(L, 0);
     return 0;
 }

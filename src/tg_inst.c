@@ -142,6 +142,7 @@ tg_inst_t *tg_inst_new(tg_rt_t *rt) {
 void tg_inst_free(tg_inst_t *inst) {
     tg_rt_t *rt = inst->rt;
     tg_inst_abandon_tasks(inst);
+    if (inst->main) tg_task_unref(inst->main);
     lua_close(inst->L);
     tg_inst_t **p = &rt->insts;
     while (*p && *p != inst) p = &(*p)->next;

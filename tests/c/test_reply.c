@@ -81,6 +81,7 @@ TG_TEST(arrays_keep_length_with_nil) {
     lua_rawgeti(L, -1, 3);
     lua_rawgeti(L, -1, 1);
     TG_CHECK_INT(lua_tointeger(L, -1), 7);
+    free(inner[0]);
     free(inner);
     free(els[0]); free(els[1]); free(els[2]); free(els); free(r);
     lua_close(L);
