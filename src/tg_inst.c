@@ -15,6 +15,8 @@
 #include "tg_rt.h"
 
 void tg_rt_open(lua_State *L);
+int luaopen_tg_net_c(lua_State *L);
+int luaopen_tg_proc_c(lua_State *L);
 void tg_inst_abandon_tasks(tg_inst_t *inst);
 
 /* tg.core.time_ns() -> integer nanoseconds since the Unix epoch */
@@ -119,6 +121,10 @@ tg_inst_t *tg_inst_new(tg_rt_t *rt) {
     lua_setfield(L, -2, "tg.core");
     lua_pushcfunction(L, luaopen_tg_json);
     lua_setfield(L, -2, "tg.json");
+    lua_pushcfunction(L, luaopen_tg_net_c);
+    lua_setfield(L, -2, "tg.net.c");
+    lua_pushcfunction(L, luaopen_tg_proc_c);
+    lua_setfield(L, -2, "tg.proc.c");
     lua_pop(L, 1);
 
     /* searchers: preload, embedded, then Lua's own path and C searchers */

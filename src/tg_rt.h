@@ -154,6 +154,11 @@ void tg_wait_fail(tg_task_t *t, const char *code, const char *fmt, ...);
 /* Abort the current wait of t (calls its abort hook) with why = TG_ABORT_*. */
 void tg_wait_abort(tg_task_t *t, int why);
 
+/* opts.timeout of the options table at idx: seconds, or -1 (the run's
+ * deadline) when idx is none/nil or has no timeout.  Raises "invalid" for a
+ * non-table or a bad timeout. */
+double tg_opt_timeout(lua_State *L, int idx);
+
 /* ---- errors ------------------------------------------------------------- */
 
 /* Push an error value {code=, message=} whose tostring is the message. */

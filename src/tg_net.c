@@ -1,0 +1,8 @@
+/* tg_net.c -- TCP for plans (stub, being written). */
+#include <lauxlib.h>
+#include "tg_rt.h"
+
+int luaopen_tg_net_c(lua_State *L) {
+    lua_newtable(L);
+    return 1;
+}
