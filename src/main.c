@@ -421,6 +421,7 @@ static int run_single(tg_opts_t *o) {
     rt.deadline = tg_rt_now() + o->timeout;
     rt.lua_dir = getenv("TG_LUA_DIR");
     rt.on_inst_done = on_single_done;
+    tg_rt_handle_signals(&rt);
     tg_inst_t *inst = tg_inst_new(&rt);
     int status = 2;
     if (!inst) { fprintf(stderr, "tgrun: out of memory\n"); goto out; }

@@ -646,18 +646,15 @@ static void bw_try_release(bwaiter_t *w) {
     tg_wait_done(t, 1, 1);
 }
 
-static void bw_abort(tg_task_t *t, int why) {
-    bwaiter_t *w = t->abort_data;
-    long long count = w->list->count, target = w->target;
-    char label[128];
-    memcpy(label, w->label, sizeof label);
-    bw_unlink(w);
+/* A barrier wait that ended: the message says how far the barrier got. */
+static void bw_fail(tg_task_t *t, int why, const char *label, long long count, long long target) {
+    char b[64];
     if (why == TG_ABORT_TIMEOUT) {
-        char b[32];
-        if (t->timeout == (long long)t->timeout) snprintf(b, sizeof b, "%lld s", (long long)t->timeout);
-        else snprintf(b, sizeof b, "%.3g s", t->timeout);
         tg_wait_fail(t, "timeout", "%s timed out after %s: %I of %I entered",
-                     label, b, (lua_Integer)count, (lua_Integer)target);
+                     label, tg_wait_secs(t, b, sizeof b), (lua_Integer)count, (lua_Integer)target);
+    } else if (why == TG_ABORT_INTERRUPT) {
+        tg_wait_fail(t, "interrupted", "interrupted (%s) while waiting at %s: %I of %I entered",
+                     t->ctx.inst->rt->interrupt_why, label, (lua_Integer)count, (lua_Integer)target);
     } else if (why == TG_ABORT_CLOSED) {
         tg_wait_fail(t, "closed", "%s: %s; %I of %I had entered",
                      label, t->ctx.inst->rt->redis->down_msg, (lua_Integer)count, (lua_Integer)target);
@@ -665,6 +662,73 @@ static void bw_abort(tg_task_t *t, int why) {
         tg_wait_fail(t, "cancelled", "%s: cancelled; %I of %I had entered", label,
                      (lua_Integer)count, (lua_Integer)target);
     }
+}
+
+/* The last step of a barrier that timed out or was interrupted: one GET, so
+ * the message gives the count as it is now, not as last seen. */
+typedef struct bfinal {
+    int why;
+    long long count, target;
+    char label[128];
+} bfinal_t;
+
+static void bfinal_abort(tg_task_t *t, int why) {
+    bfinal_t *f = t->abort_data;
+    (void)why;                                  /* the GET did not answer in time */
+    bw_fail(t, f->why, f->label, f->count, f->target);
+    free(f);
+}
+
+static void on_bfinal_reply(redisAsyncContext *ac, void *reply, void *priv) {
+    (void)ac;
+    req_t *q = priv;
+    redisReply *rep = reply;
+    if (tg_wait_target(q->task, q->token) && q->task->abort == bfinal_abort) {
+        bfinal_t *f = q->task->abort_data;
+        if (rep && rep->type == REDIS_REPLY_STRING) {
+            long long n = strtoll(rep->str, NULL, 10);
+            if (n > f->count) f->count = n;
+        }
+        q->task->abort = NULL;
+        bw_fail(q->task, f->why, f->label, f->count, f->target);
+        free(f);
+    }
+    req_free(q);
+}
+
+static void bw_abort(tg_task_t *t, int why) {
+    bwaiter_t *w = t->abort_data;
+    tg_redis_t *r = t->ctx.inst->rt->redis;
+    long long count = w->list->count, target = w->target;
+    char label[128], key[1024];
+    memcpy(label, w->label, sizeof label);
+    snprintf(key, sizeof key, "%.*s", (int)w->list->klen, w->list->key);
+    bw_unlink(w);
+    if ((why == TG_ABORT_TIMEOUT || why == TG_ABORT_INTERRUPT) && !r->down && r->cmd.ac) {
+        bfinal_t *f = malloc(sizeof *f);
+        req_t *q = calloc(1, sizeof *q);
+        if (f && q) {
+            f->why = why;
+            f->count = count;
+            f->target = target;
+            memcpy(f->label, label, sizeof f->label);
+            q->r = r;
+            q->task = t;
+            q->token = t->token;
+            t->refs++;
+            if (redisAsyncCommand(r->cmd.ac, on_bfinal_reply, q, "GET %s", key) == REDIS_OK) {
+                r->stats.commands++;
+                tg_wait_on_abort(t, bfinal_abort, f);
+                tg_wait_extend(t, 1);
+                return;
+            }
+            req_free(q);
+            q = NULL;
+        }
+        free(f);
+        free(q);
+    }
+    bw_fail(t, why, label, count, target);
 }
 
 static void on_barrier_reply(tg_redis_t *r, req_t *q, redisReply *rep) {

@@ -8,7 +8,9 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
+#include <unistd.h>
 #include <lauxlib.h>
 
 #define TASK_META "tg.task"
@@ -30,8 +32,39 @@ int tg_rt_init(tg_rt_t *rt, uv_loop_t *loop) {
     return rc;
 }
 
+void tg_rt_interrupt(tg_rt_t *rt, const char *why) {
+    snprintf(rt->interrupt_why, sizeof rt->interrupt_why, "%s", why);
+    double soon = tg_rt_now() + 2;
+    if (rt->deadline > soon) rt->deadline = soon;
+    for (tg_inst_t *inst = rt->insts; inst; inst = inst->next)
+        for (tg_task_t *t = inst->tasks; t; t = t->next)
+            if (t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_INTERRUPT);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    tg_rt_t *rt = h->data;
+    if (rt->interrupts++ > 0) _exit(130);
+    tg_rt_interrupt(rt, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+void tg_rt_handle_signals(tg_rt_t *rt) {
+    uv_signal_init(rt->loop, &rt->sigint);
+    uv_signal_init(rt->loop, &rt->sigterm);
+    rt->sigint.data = rt->sigterm.data = rt;
+    uv_signal_start(&rt->sigint, on_signal, SIGINT);
+    uv_signal_start(&rt->sigterm, on_signal, SIGTERM);
+    uv_unref((uv_handle_t *)&rt->sigint);
+    uv_unref((uv_handle_t *)&rt->sigterm);
+    rt->signals_on = 1;
+}
+
 void tg_rt_close(tg_rt_t *rt) {
     rt->closing = 1;
+    if (rt->signals_on) {
+        uv_close((uv_handle_t *)&rt->sigint, NULL);
+        uv_close((uv_handle_t *)&rt->sigterm, NULL);
+        rt->signals_on = 0;
+    }
     if (!uv_is_closing((uv_handle_t *)&rt->idle))
         uv_close((uv_handle_t *)&rt->idle, NULL);
 }
@@ -266,6 +299,7 @@ tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what) {
     t->abort_data = NULL;
     snprintf(t->whatbuf, sizeof t->whatbuf, "%s", what);
     t->what = t->whatbuf;
+    t->by_deadline = timeout < 0;
     if (timeout < 0) {
         timeout = c->inst->rt->deadline - tg_rt_now();
         if (timeout < 0) timeout = 0;
@@ -274,6 +308,10 @@ tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what) {
     if (isfinite(timeout) && timeout < 1e9)
         uv_timer_start(t->timer, on_deadline, (uint64_t)ceil(timeout * 1000), 0);
     return t;
+}
+
+void tg_wait_extend(tg_task_t *t, double secs) {
+    if (t->timer) uv_timer_start(t->timer, on_deadline, (uint64_t)ceil(secs * 1000), 0);
 }
 
 void tg_wait_on_abort(tg_task_t *t, tg_abort_fn fn, void *data) {
@@ -315,10 +353,13 @@ void tg_wait_fail(tg_task_t *t, const char *code, const char *fmt, ...) {
     tg_wait_done(t, 0, 1);
 }
 
-/* "5 s", "0.25 s": how the messages print a duration. */
-static const char *secs(double s, char *buf, size_t n) {
-    if (s == floor(s) && s < 1e12) snprintf(buf, n, "%.0f s", s);
-    else snprintf(buf, n, "%.3g s", s);
+/* How the messages print the length of t's wait: "5 s", "0.25 s", or
+ * "1.99 s (the run's deadline)". */
+const char *tg_wait_secs(const tg_task_t *t, char *buf, size_t n) {
+    double s = t->timeout;
+    const char *dl = t->by_deadline ? " (the run's deadline)" : "";
+    if (s == floor(s) && s < 1e12) snprintf(buf, n, "%.0f s%s", s, dl);
+    else snprintf(buf, n, "%.3g s%s", s, dl);
     return buf;
 }
 
@@ -327,17 +368,23 @@ void tg_wait_abort(tg_task_t *t, int why) {
     tg_abort_fn fn = t->abort;
     t->abort = NULL;
     if (fn) fn(t, why);                         /* may complete the wait itself */
-    if (t->state != TG_TASK_WAITING || !lua_checkstack(t->co, 4)) return;
-    char b[32];
+    /* ... or defer it: a hook that installs another hook keeps the wait open
+     * (bounded by tg_wait_extend) to finish it with a better message. */
+    if (t->state != TG_TASK_WAITING || t->abort || !lua_checkstack(t->co, 4)) return;
+    char b[64];
     switch (why) {
     case TG_ABORT_TIMEOUT:
-        tg_wait_fail(t, "timeout", "%s timed out after %s", t->what, secs(t->timeout, b, sizeof b));
+        tg_wait_fail(t, "timeout", "%s timed out after %s", t->what, tg_wait_secs(t, b, sizeof b));
         break;
     case TG_ABORT_CANCEL:
         tg_wait_fail(t, "cancelled", "%s: cancelled", t->what);
         break;
     case TG_ABORT_CLOSED:
         tg_wait_fail(t, "closed", "%s: the connection to Redis was lost", t->what);
+        break;
+    case TG_ABORT_INTERRUPT:
+        tg_wait_fail(t, "interrupted", "interrupted (%s) while waiting for %s",
+                     t->ctx.inst->rt->interrupt_why, t->what);
         break;
     default:
         tg_wait_fail(t, "cancelled", "%s: the instance is shutting down", t->what);

@@ -41,7 +41,7 @@ typedef struct tg_ctx {
 } tg_ctx_t;
 
 /* Why a wait ended without its event. */
-enum { TG_ABORT_TIMEOUT = 1, TG_ABORT_CANCEL, TG_ABORT_CLOSED, TG_ABORT_SHUTDOWN };
+enum { TG_ABORT_TIMEOUT = 1, TG_ABORT_CANCEL, TG_ABORT_CLOSED, TG_ABORT_SHUTDOWN, TG_ABORT_INTERRUPT };
 
 enum { TG_TASK_READY = 1, TG_TASK_RUNNING, TG_TASK_WAITING, TG_TASK_DONE };
 
@@ -61,6 +61,7 @@ struct tg_task {
     const char *what;           /* what the current wait waits for (static or task-owned) */
     char whatbuf[160];
     double timeout;             /* seconds of the current wait */
+    int by_deadline;            /* the wait had no timeout of its own */
     tg_abort_fn abort;          /* unregisters the current wait; may be NULL */
     void *abort_data;
     uv_timer_t *timer;          /* deadline timer, reused across waits */
@@ -101,6 +102,10 @@ struct tg_rt {
     int ninsts_running;
     void (*on_inst_done)(tg_inst_t *inst);  /* called when an instance's main task ends */
     int closing;
+    int interrupts;             /* SIGINT/SIGTERM received */
+    char interrupt_why[64];
+    uv_signal_t sigint, sigterm;
+    int signals_on;
     const char *lua_dir;        /* develop: load lua/ from here instead of the binary */
 };
 
@@ -110,6 +115,13 @@ struct tg_rt {
 int tg_rt_init(tg_rt_t *rt, uv_loop_t *loop);
 /* Close the runtime's own handles (after every instance was destroyed). */
 void tg_rt_close(tg_rt_t *rt);
+/* Catch SIGINT and SIGTERM: the first interrupts every wait (tg_rt_interrupt),
+ * the second exits at once. */
+void tg_rt_handle_signals(tg_rt_t *rt);
+/* End every pending wait of every instance with an "interrupted" error that
+ * says what it was waiting for, and shorten the deadline so that what runs
+ * next (recording the outcome) ends soon. */
+void tg_rt_interrupt(tg_rt_t *rt, const char *why);
 /* Monotonic seconds. */
 double tg_rt_now(void);
 
@@ -141,6 +153,9 @@ void tg_task_cancel(tg_task_t *t);
 tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what);
 /* Install the abort hook of the current wait. */
 void tg_wait_on_abort(tg_task_t *t, tg_abort_fn fn, void *data);
+/* Re-arm the deadline of t's wait to secs from now (a deferring abort hook
+ * uses it to bound its last step). */
+void tg_wait_extend(tg_task_t *t, double secs);
 /* Yield the running task until its wait ends; returns the wait's values or
  * raises its error.  Use as: return tg_wait_yield(L); */
 int tg_wait_yield(lua_State *L);
@@ -151,6 +166,8 @@ lua_State *tg_wait_target(tg_task_t *t, uint64_t token);
 void tg_wait_done(tg_task_t *t, int ok, int nvalues);
 /* Complete the pending wait with an error {code, message}. */
 void tg_wait_fail(tg_task_t *t, const char *code, const char *fmt, ...);
+/* "5 s", "0.25 s", "1.99 s (the run's deadline)": the length of t's wait. */
+const char *tg_wait_secs(const tg_task_t *t, char *buf, size_t n);
 /* Abort the current wait of t (calls its abort hook) with why = TG_ABORT_*. */
 void tg_wait_abort(tg_task_t *t, int why);
 
