@@ -58,7 +58,7 @@ typedef struct child {
     int index;                  /* 0-based within its group */
     char label[96];
     char outdir[4400];
-    int spawned, exited, handles;
+    int spawned, exited, handles, unfinished;
     int64_t status;
     int signal;
     int outcome;                /* TG_OUT_* from its event lines */
@@ -270,6 +270,8 @@ static void on_killer(uv_timer_t *h) {
 static void terminate(run_t *r) {
     if (r->termed) return;
     r->termed = 1;
+    for (int i = 0; i < r->n; i++)
+        if (r->kids[i].spawned && !r->kids[i].exited) r->kids[i].unfinished = 1;
     kill_all(r, SIGTERM);
     uv_timer_start(&r->killer, on_killer, KILL_SECS * 1000, 0);
 }
@@ -519,7 +521,7 @@ static int summarize(run_t *r) {
         if (c->outcome == TG_OUT_SUCCESS) continue;
         if (shown++ == 20) { printf("  ... and %d more failed instances\n", failed - 20); break; }
         printf("  %s %s: %s\n", c->label,
-               r->timed_out || r->interrupted ? "did not finish" :
+               c->unfinished ? "did not finish" :
                c->outcome == TG_OUT_CRASH ? "crashed" : "failed",
                c->error ? c->error : "?");
     }

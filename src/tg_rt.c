@@ -305,13 +305,19 @@ tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what) {
         if (timeout < 0) timeout = 0;
     }
     t->timeout = timeout;
-    if (isfinite(timeout) && timeout < 1e9)
+    if (isfinite(timeout) && timeout < 1e9) {
+        /* The loop's clock is cached; plan code may have run (or blocked in
+         * os.execute) for a while since the loop last looked. */
+        uv_update_time(c->inst->rt->loop);
         uv_timer_start(t->timer, on_deadline, (uint64_t)ceil(timeout * 1000), 0);
+    }
     return t;
 }
 
 void tg_wait_extend(tg_task_t *t, double secs) {
-    if (t->timer) uv_timer_start(t->timer, on_deadline, (uint64_t)ceil(secs * 1000), 0);
+    if (!t->timer) return;
+    uv_update_time(t->ctx.inst->rt->loop);
+    uv_timer_start(t->timer, on_deadline, (uint64_t)ceil(secs * 1000), 0);
 }
 
 void tg_wait_on_abort(tg_task_t *t, tg_abort_fn fn, void *data) {

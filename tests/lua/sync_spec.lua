@@ -247,6 +247,15 @@ describe("tasks", function()
     t:cancel()
   end)
 
+  it("a wait started after plan code blocked the loop still gets its whole timeout", function()
+    os.execute("sleep 1.2")          -- blocks the loop: its cached clock goes stale
+    local t0 = tg.now()
+    local ok, err = pcall(sync.barrier, h.uniq("stale"), 5, { timeout = 0.5 })
+    assert.is_false(ok)
+    assert.equal("timeout", err.code)
+    assert.is_true(tg.now() - t0 >= 0.45, "timed out after " .. (tg.now() - t0))
+  end)
+
   it("sleep waits about as long as asked", function()
     local t0 = tg.now()
     tg.sleep(0.1)

@@ -1,0 +1,125 @@
+-- local_spec.lua -- tgrun -n: real multi-process runs with a private Redis.
+local h = require "helpers"
+
+local PLAN = h.src .. "/tests/lua/plans/local.lua"
+
+-- Local runs here start their own redis-server: no REDIS_HOST/PORT.
+local function run(args, env, opts)
+  local e = { REDIS_HOST = "", REDIS_PORT = "" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  return h.run(args, e, opts)
+end
+
+-- A private copy of the plan at a unique path, so that pgrep can tell
+-- whether any process of this run is left.
+local function plan_copy()
+  local dir = h.tmpdir()
+  local path = dir .. "/" .. h.uniq("plan") .. ".lua"
+  h.write(path, h.read(PLAN))
+  return path, dir
+end
+
+local function pids_matching(pat)
+  -- "[x]yz" matches "xyz" but not the shell that runs pgrep with it
+  local p = io.popen("pgrep -f " .. h.shq("[" .. pat:sub(1, 1) .. "]" .. pat:sub(2)) .. " 2>/dev/null")
+  local s = p:read("*a")
+  p:close()
+  return s
+end
+
+describe("tgrun -n", function()
+  it("runs 50 instances in two groups against its own Redis", function()
+    local out = h.tmpdir()
+    local r = run({ "-n", "50", "-g", "seeds=20", "-g", "leeches=30", "-c", "all",
+      "--run-id", "r50", "--outputs", out, PLAN })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("50 instances, 50 succeeded, 0 failed", r.stdout)
+    assert.matches("group seeds: 20 succeeded, 0 failed", r.stdout)
+    assert.matches("group leeches: 30 succeeded, 0 failed", r.stdout)
+    assert.matches("leeches%[29%] entered as %d+ of 50 %(group leeches, %d+%)", r.stdout)
+    for _, g in ipairs({ { "seeds", 20 }, { "leeches", 30 } }) do
+      for i = 0, g[2] - 1 do
+        local f = h.read(("%s/r50/%s/%d/run.out"):format(out, g[1], i))
+        assert.truthy(f, ("no run.out for %s[%d]"):format(g[1], i))
+        assert.matches('"success_event"', f)
+      end
+    end
+    -- group_seq counts within the group; global_seq over the run
+    local seen = {}
+    for n in r.stdout:gmatch("entered as (%d+) of 50") do seen[tonumber(n)] = true end
+    for i = 1, 50 do assert.truthy(seen[i], "no instance entered as " .. i) end
+  end)
+
+  it("reports the failing instance and its first error, exit 1", function()
+    local r = run({ "-n", "4", "-c", "one_fails", PLAN })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.matches("4 instances, 3 succeeded, 1 failed", r.stdout)
+    assert.matches("single%[%d%] failed: .*local.lua:14: instance two gives up", r.stdout)
+  end)
+
+  it("on --timeout every wait ends at the deadline, naming the barrier and the counts", function()
+    local plan = plan_copy()
+    local r = run({ "-n", "5", "-c", "hang", "--timeout", "1.5", plan })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.is_true(r.secs < 10, "took " .. r.secs)
+    assert.matches("single%[%d%] failed: barrier 'done' timed out after [%d.]+ s %(the run's deadline%): 4 of 5 entered", r.stdout)
+    assert.equal("", pids_matching(plan))
+  end)
+
+  it("stops instances that outlive the deadline and says what each waited for", function()
+    local plan = plan_copy()
+    local r = run({ "-n", "3", "-c", "hang_long", "--timeout", "1", plan })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.is_true(r.secs < 15, "took " .. r.secs)
+    assert.matches("deadline %(1 s%) has passed: stopping 3 instance", r.stderr)
+    assert.matches("single%[%d%] did not finish: interrupted %(SIGTERM%) while waiting at barrier 'done': 2 of 3 entered", r.stdout)
+    assert.equal("", pids_matching(plan))
+  end)
+
+  it("stops its private redis-server afterwards", function()
+    local r = run({ "-n", "2", "-c", "all", "--run-id", "redisgone", PLAN })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("", pids_matching("tgrun-redisgone-"))
+  end)
+
+  it("exits 2 with one line when redis-server is not on PATH", function()
+    local r = run({ "-n", "2", "-c", "all", PLAN }, { PATH = "/nonexistent" })
+    assert.equal(2, r.code)
+    assert.matches("redis%-server is not on PATH", r.stderr)
+    assert.equal(1, select(2, r.stderr:gsub("\n", "")))
+  end)
+
+  it("rejects bad --group specs and counts that do not add up", function()
+    local r = run({ "-n", "3", "-g", "seeds", "-c", "all", PLAN })
+    assert.equal(2, r.code)
+    assert.matches("seeds", r.stderr)
+    r = run({ "-n", "3", "-g", "a=1", "-g", "b=1", "-c", "all", PLAN })
+    assert.equal(2, r.code)
+    assert.matches("add up to 2 instances but %-n says 3", r.stderr)
+    r = run({ "-n", "2", "-g", "a=1", "-g", "a=1", "-c", "all", PLAN })
+    assert.equal(2, r.code)
+    assert.matches('group "a" is given twice', r.stderr)
+  end)
+
+  it("groups alone give the instance count", function()
+    local r = run({ "-g", "a=2", "-g", "b=1", "-c", "all", PLAN })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("3 instances, 3 succeeded", r.stdout)
+  end)
+
+  it("a plan that does not load fails once, before any instance starts", function()
+    local r = run({ "-n", "5", h.src .. "/tests/lua/plans/syntax_error.lua" })
+    assert.equal(2, r.code)
+    assert.equal(1, select(2, r.stderr:gsub("\n", "")))
+    assert.matches("plan does not compile", r.stderr)
+    r = run({ "-n", "5", "-c", "nope", PLAN })
+    assert.equal(2, r.code)
+    assert.matches("unknown case 'nope'", r.stderr)
+  end)
+
+  it("a bad parameter in every instance is a usage error: exit 2", function()
+    local r = run({ "-n", "2", "-c", "bad_param", "-p", "rounds=many", PLAN })
+    assert.equal(2, r.code, r.stdout)
+    assert.matches('parameter "rounds" is not an integer: "many"', r.stdout)
+  end)
+end)

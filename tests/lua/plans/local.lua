@@ -1,0 +1,32 @@
+-- plans for local_spec.lua: runs of many instances started by tgrun -n
+local sync = require "tg.sync"
+local log = require "tg.log"
+local cases = {}
+
+function cases.all(env)
+  local seq = sync.signal_entry("bootstrapped")
+  log.info("entered as %d of %d (group %s, %d)", seq, env.instance_count, env.group_id, env.group_seq)
+  sync.barrier("bootstrapped", env.instance_count)
+end
+
+function cases.one_fails(env)
+  sync.signal_and_wait("start", env.instance_count)
+  if env.global_seq == 2 then error("instance two gives up") end
+end
+
+function cases.hang(env)
+  if env.global_seq ~= 1 then sync.signal_entry("done") end
+  sync.barrier("done", env.instance_count)
+end
+
+-- waits with a timeout of its own, longer than the run's deadline
+function cases.hang_long(env)
+  if env.global_seq ~= 1 then sync.signal_entry("done") end
+  sync.barrier("done", env.instance_count, { timeout = 60 })
+end
+
+function cases.bad_param(env)
+  env:int("rounds")
+end
+
+return cases
