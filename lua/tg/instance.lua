@@ -80,6 +80,7 @@ function M.main(case_fn)
     end
     env.global_seq = sync.signal_entry("initialized_global")
     env.group_seq = sync.signal_entry("initialized_group_" .. cfg.group_id)
+    cfg.global_seq, cfg.group_seq = env.global_seq, env.group_seq   -- for tg.roles
     case_fn(env)
   end, function(e)
     return { e = e, tb = debug.traceback(nil, 2) }
