@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
@@ -404,6 +405,9 @@ static int run_single(tg_opts_t *o) {
     }
     if (tg_mkdir_p(ic.outputs) < 0)
         return tg_usage_error("cannot create the outputs folder \"%s\": %s", ic.outputs, strerror(errno));
+    /* absolute, so that a plan that changes directory still finds it */
+    char absout[PATH_MAX];
+    if (realpath(ic.outputs, absout)) ic.outputs = absout;
     if (getenv("TEST_TEMP_PATH") && *getenv("TEST_TEMP_PATH")) ic.temp = getenv("TEST_TEMP_PATH");
     else {
         snprintf(tmpbuf, sizeof tmpbuf, "%s/tgrun-%s-XXXXXX", env_or("TMPDIR", "/tmp"), ic.run_id);
