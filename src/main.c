@@ -7,6 +7,7 @@
  * fix it.
  */
 #define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
