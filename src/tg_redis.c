@@ -17,105 +17,13 @@
 #include "tg_reply.h"
 #include "tg_sha1.h"
 
-#define SUB_META "tg.sub"
-#define MAX_ARGS 256
-#define MAX_SCRIPTS 32
 #define XREAD_BLOCK_MS "1000"
 #define XREAD_COUNT "1000"
-#define SAFETY_MS 1000
 
-typedef struct tg_redis tg_redis_t;
-typedef struct conn conn_t;
-
-struct conn {
-    tg_redis_t *r;
-    redisAsyncContext *ac;      /* NULL once hiredis freed it */
-    const char *name;
-    int connected;
-};
-
-/* One value read from a topic, shared by every local subscription. */
-typedef struct msg {
-    long long seq;
-    size_t len;
-    char data[];
-} msg_t;
-
-typedef struct sub sub_t;
-
-typedef struct stream {
-    char *key;
-    size_t klen;
-    char last_id[48];
-    msg_t **log;
-    size_t nlog, cap;
-    sub_t *subs;
-    int is_notify;
-    uint64_t gen;               /* watch_gen when it was added */
-} stream_t;
-
-/* A subscription: a cursor into its stream's log (the "tg.sub" userdata). */
-struct sub {
-    tg_redis_t *r;
-    stream_t *stream;           /* NULL once closed */
-    size_t pos;
-    tg_task_t *task;            /* the task waiting in sub:next, if any */
-    uint64_t token;
-    sub_t *prev, *next;
-    char topic[128];
-};
-
-/* A task waiting at a barrier; lives exactly as long as that wait. */
-typedef struct bwaiter {
-    tg_task_t *task;
-    long long target, seq;
-    int replied, released;
-    struct blist *list;
-    struct bwaiter *prev, *next;
-    char label[128];
-} bwaiter_t;
-
-/* The local waiters of one state key, and the last count seen for it. */
-typedef struct blist {
-    long long count;
-    bwaiter_t *head;
-    size_t klen;
-    char key[];
-} blist_t;
-
-struct tg_redis {
-    tg_rt_t *rt;
-    conn_t cmd, blk;
-    long long blk_id;
-    int down;
-    char down_msg[640];
-    char addr[300];
-    tg_map_t streams, barriers;
-    uint64_t watch_gen, xread_gen;
-    int xread_inflight, unblock_pending, unblock_retries;
-    uv_timer_t safety, retry, reissue, tick;
-    int nscripts;
-    char sha[MAX_SCRIPTS][41];
-    int startup_pending, startup_failed;
-    char *startup_err;
-    size_t startup_errlen;
-    tg_redis_stats_t stats;
-};
-
-enum { REQ_CALL, REQ_SCRIPT, REQ_BARRIER };
-
-typedef struct req {
-    tg_redis_t *r;
-    tg_task_t *task;
-    uint64_t token;
-    int kind, script, argc, retried;
-    char **argv;                /* scripts only: kept to resend as EVAL on NOSCRIPT */
-    size_t *lens;
-} req_t;
+#include "tg_redis_int.h"
 
 static void issue_xread(tg_redis_t *r);
-static void bw_unlink(struct bwaiter *w);
-static void lost(tg_redis_t *r, const char *why);
+void tg_redis_lost(tg_redis_t *r, const char *why);
 
 /* ---- the libuv adapter ------------------------------------------------- */
 
@@ -193,7 +101,7 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     if (status != REDIS_OK) {
         c->ac = NULL;           /* hiredis frees the context after this callback */
         startup_fail(c->r, "cannot connect to Redis at %s: %s", ac->errstr);
-        lost(c->r, ac->errstr);
+        tg_redis_lost(c->r, ac->errstr);
         return;
     }
     c->connected = 1;
@@ -207,7 +115,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
         char why[200];
         snprintf(why, sizeof why, "%s connection closed%s%s", c->name,
                  ac->errstr[0] ? ": " : "", ac->errstr);
-        lost(c->r, why);
+        tg_redis_lost(c->r, why);
     }
 }
 
@@ -234,10 +142,10 @@ static int conn_open(tg_redis_t *r, conn_t *c, const tg_redis_addr_t *a, const c
 }
 
 /* Every pending wait that needs Redis fails with "closed"; later calls too. */
-static void lost(tg_redis_t *r, const char *why) {
+void tg_redis_lost(tg_redis_t *r, const char *why) {
     if (r->down) return;
     r->down = 1;
-    snprintf(r->down_msg, sizeof r->down_msg, "lost the connection to Redis at %s (%s)",
+    snprintf(r->down_msg, sizeof r->down_msg, "tg_redis_lost the connection to Redis at %s (%s)",
              r->addr, why);
     uv_timer_stop(&r->safety);
     uv_timer_stop(&r->retry);
@@ -249,7 +157,7 @@ static void lost(tg_redis_t *r, const char *why) {
             bwaiter_t *w = l->head;
             if (w->task->state == TG_TASK_WAITING && w->task->abort_data == w)
                 tg_wait_abort(w->task, TG_ABORT_CLOSED);
-            else bw_unlink(w);
+            else tg_barrier_unlink(w);
         }
     }
     for (tg_map_ent_t *e = tg_map_next(&r->streams, NULL, &b); e; e = tg_map_next(&r->streams, e, &b)) {
@@ -337,7 +245,6 @@ static void stream_free(tg_redis_t *r, stream_t *s) {
     free(s);
 }
 
-static void on_safety(uv_timer_t *h);
 
 static void on_tick(uv_timer_t *h) {
     (void)h;                    /* only bounds one turn of the startup loop */
@@ -392,7 +299,7 @@ int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *notify_k
     if (r->down && !r->startup_failed) startup_fail(r, "cannot connect to Redis at %s: %s", r->down_msg);
     r->startup_err = NULL;
     if (r->startup_failed) return -1;
-    uv_timer_start(&r->safety, on_safety, SAFETY_MS, SAFETY_MS);
+    uv_timer_start(&r->safety, tg_barrier_on_safety, SAFETY_MS, SAFETY_MS);
     issue_xread(r);
     return 0;
 }
@@ -430,7 +337,7 @@ const tg_redis_stats_t *tg_redis_stats(const tg_rt_t *rt) {
 
 /* ---- commands for tasks ------------------------------------------------ */
 
-static void req_free(req_t *q) {
+void tg_redis_req_free(req_t *q) {
     if (q->argv) {
         for (int i = 0; i < q->argc; i++) free(q->argv[i]);
         free(q->argv);
@@ -440,28 +347,27 @@ static void req_free(req_t *q) {
     free(q);
 }
 
-static tg_redis_t *redis_of(lua_State *L) {
+tg_redis_t *tg_redis_of(lua_State *L) {
     tg_redis_t *r = tg_ctx(L)->inst->rt->redis;
     if (!r) tg_err_raise(L, "closed", "not connected to Redis");
     return r;
 }
 
-static int check_up(lua_State *L, tg_redis_t *r, const char *what) {
+int tg_redis_check_up(lua_State *L, tg_redis_t *r, const char *what) {
     if (r->down) return tg_err_raise(L, "closed", "%s: %s", what, r->down_msg);
     return 0;
 }
 
-static void on_barrier_reply(tg_redis_t *r, req_t *q, redisReply *rep);
 
 /* Results of a command or script for the task that waits for them. */
-static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
+void tg_redis_on_reply(redisAsyncContext *ac, void *reply, void *priv) {
     (void)ac;
     req_t *q = priv;
     redisReply *rep = reply;
     tg_redis_t *r = q->r;
     if (rep && rep->type == REDIS_REPLY_ERROR && q->argv && !q->retried
         && strncmp(rep->str, "NOSCRIPT", 8) == 0 && r->cmd.ac && !r->down) {
-        /* The server lost its script cache (restart, SCRIPT FLUSH): send the
+        /* The server tg_redis_lost its script cache (restart, SCRIPT FLUSH): send the
          * body once; EVAL caches it again for the next EVALSHA. */
         const tg_embedded_t *sc = &tg_embedded_scripts[q->script];
         const char *argv[MAX_ARGS];
@@ -470,11 +376,11 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
         argv[1] = sc->data; lens[1] = sc->len;
         for (int i = 2; i < q->argc; i++) { argv[i] = q->argv[i]; lens[i] = q->lens[i]; }
         q->retried = 1;
-        if (redisAsyncCommandArgv(r->cmd.ac, on_reply, q, q->argc, argv, lens) == REDIS_OK) return;
+        if (redisAsyncCommandArgv(r->cmd.ac, tg_redis_on_reply, q, q->argc, argv, lens) == REDIS_OK) return;
     }
     if (q->kind == REQ_BARRIER) {
-        on_barrier_reply(r, q, rep);
-        req_free(q);
+        tg_barrier_on_reply(r, q, rep);
+        tg_redis_req_free(q);
         return;
     }
     lua_State *co = tg_wait_target(q->task, q->token);
@@ -489,12 +395,12 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
             tg_wait_done(q->task, 1, 1);
         }
     }
-    req_free(q);
+    tg_redis_req_free(q);
 }
 
 /* Collect the strings of table idx into argv/lens (pointers into Lua strings
  * that stay on the stack).  Numbers are converted in place. */
-static int table_args(lua_State *L, int idx, const char **argv, size_t *lens, int at, int max) {
+int tg_redis_table_args(lua_State *L, int idx, const char **argv, size_t *lens, int at, int max) {
     int n = (int)luaL_len(L, idx);
     luaL_checkstack(L, n + 8, "too many arguments");
     if (at + n > max) return tg_err_raise(L, "invalid", "too many arguments (%d)", at + n);
@@ -512,7 +418,7 @@ static int table_args(lua_State *L, int idx, const char **argv, size_t *lens, in
 /* Send argv for the wait that task t has begun; the reply completes it.
  * keep: copy argv so that a NOSCRIPT reply can resend it.  0, or -1 (out of
  * memory, or the connection is closing) with the wait still pending. */
-static int send_for(tg_redis_t *r, tg_task_t *t, int kind, int script, int argc,
+int tg_redis_send_for(tg_redis_t *r, tg_task_t *t, int kind, int script, int argc,
                     const char **argv, size_t *lens, int keep) {
     if (r->down || !r->cmd.ac) return -1;
     req_t *q = calloc(1, sizeof *q);
@@ -533,11 +439,11 @@ static int send_for(tg_redis_t *r, tg_task_t *t, int kind, int script, int argc,
             q->argv[i][lens[i]] = '\0';
             q->lens[i] = lens[i];
         }
-        if (!q->argv || !q->lens || !q->argv[argc - 1]) { req_free(q); return -1; }
+        if (!q->argv || !q->lens || !q->argv[argc - 1]) { tg_redis_req_free(q); return -1; }
     }
     r->stats.commands++;
-    if (redisAsyncCommandArgv(r->cmd.ac, on_reply, q, argc, argv, lens) != REDIS_OK) {
-        req_free(q);
+    if (redisAsyncCommandArgv(r->cmd.ac, tg_redis_on_reply, q, argc, argv, lens) != REDIS_OK) {
+        tg_redis_req_free(q);
         return -1;
     }
     return 0;
@@ -548,21 +454,21 @@ static int send_for(tg_redis_t *r, tg_task_t *t, int kind, int script, int argc,
 static void start_req(lua_State *L, tg_redis_t *r, int kind, int script, int argc,
                       const char **argv, size_t *lens, int keep, double timeout,
                       const char *what) {
-    check_up(L, r, what);
+    tg_redis_check_up(L, r, what);
     tg_task_t *t = tg_wait_begin(L, timeout, what);
-    if (send_for(r, t, kind, script, argc, argv, lens, keep) < 0)
+    if (tg_redis_send_for(r, t, kind, script, argc, argv, lens, keep) < 0)
         tg_wait_fail(t, "closed", "%s: %s", what, r->down ? r->down_msg : "could not send the command");
 }
 
 /* core.call({cmd, arg...} [, timeout [, what]]) -> reply.  Yields. */
 static int l_call(lua_State *L) {
-    tg_redis_t *r = redis_of(L);
+    tg_redis_t *r = tg_redis_of(L);
     luaL_checktype(L, 1, LUA_TTABLE);
     double timeout = luaL_optnumber(L, 2, -1);
     const char *argv[MAX_ARGS];
     size_t lens[MAX_ARGS];
     lua_settop(L, 3);
-    int argc = table_args(L, 1, argv, lens, 0, MAX_ARGS);
+    int argc = tg_redis_table_args(L, 1, argv, lens, 0, MAX_ARGS);
     if (argc == 0) return tg_err_raise(L, "invalid", "empty Redis command");
     char what[96];
     snprintf(what, sizeof what, "Redis %s", luaL_optstring(L, 3, argv[0]));
@@ -570,28 +476,28 @@ static int l_call(lua_State *L) {
     return tg_wait_yield(L);
 }
 
-static int script_index(lua_State *L, const char *name) {
+int tg_redis_script_index(lua_State *L, const char *name) {
     for (int i = 0; tg_embedded_scripts[i].name; i++)
         if (strcmp(tg_embedded_scripts[i].name, name) == 0) return i;
     return tg_err_raise(L, "invalid", "no server-side script named '%s'", name);
 }
 
 /* Build EVALSHA sha nkeys keys... args... from tables at kidx and aidx. */
-static int script_argv(lua_State *L, tg_redis_t *r, int si, int kidx, int aidx,
+int tg_redis_script_argv(lua_State *L, tg_redis_t *r, int si, int kidx, int aidx,
                        const char **argv, size_t *lens, char *nkeys) {
     argv[0] = "EVALSHA"; lens[0] = 7;
     argv[1] = r->sha[si]; lens[1] = 40;
     int nk = (int)luaL_len(L, kidx);
     snprintf(nkeys, 16, "%d", nk);
     argv[2] = nkeys; lens[2] = strlen(nkeys);
-    int argc = table_args(L, kidx, argv, lens, 3, MAX_ARGS);
-    return table_args(L, aidx, argv, lens, argc, MAX_ARGS);
+    int argc = tg_redis_table_args(L, kidx, argv, lens, 3, MAX_ARGS);
+    return tg_redis_table_args(L, aidx, argv, lens, argc, MAX_ARGS);
 }
 
 /* core.script(name, {keys}, {args} [, timeout [, what]]) -> reply.  Yields. */
 static int l_script(lua_State *L) {
-    tg_redis_t *r = redis_of(L);
-    int si = script_index(L, luaL_checkstring(L, 1));
+    tg_redis_t *r = tg_redis_of(L);
+    int si = tg_redis_script_index(L, luaL_checkstring(L, 1));
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     double timeout = luaL_optnumber(L, 4, -1);
@@ -599,7 +505,7 @@ static int l_script(lua_State *L) {
     const char *argv[MAX_ARGS];
     size_t lens[MAX_ARGS];
     char nkeys[16];
-    int argc = script_argv(L, r, si, 2, 3, argv, lens, nkeys);
+    int argc = tg_redis_script_argv(L, r, si, 2, 3, argv, lens, nkeys);
     char what[128];
     snprintf(what, sizeof what, "%s", luaL_optstring(L, 5, tg_embedded_scripts[si].name));
     start_req(L, r, REQ_SCRIPT, si, argc, argv, lens, 1, timeout, what);
@@ -616,7 +522,7 @@ static int l_redis_down(lua_State *L) {
 
 /* core.redis_stats() -> {commands=, xreads=, unblocks=, notifies=, safety_checks=} */
 static int l_redis_stats(lua_State *L) {
-    tg_redis_t *r = redis_of(L);
+    tg_redis_t *r = tg_redis_of(L);
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, (lua_Integer)r->stats.commands); lua_setfield(L, -2, "commands");
     lua_pushinteger(L, (lua_Integer)r->stats.xreads); lua_setfield(L, -2, "xreads");
@@ -624,260 +530,6 @@ static int l_redis_stats(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)r->stats.notifies); lua_setfield(L, -2, "notifies");
     lua_pushinteger(L, (lua_Integer)r->stats.safety_checks); lua_setfield(L, -2, "safety_checks");
     return 1;
-}
-
-/* ---- barriers ---------------------------------------------------------- */
-
-static void bw_unlink(bwaiter_t *w) {
-    blist_t *l = w->list;
-    if (w->prev) w->prev->next = w->next;
-    else l->head = w->next;
-    if (w->next) w->next->prev = w->prev;
-    free(w);
-}
-
-/* Release w if it may go: the script answered and the count is there. */
-static void bw_try_release(bwaiter_t *w) {
-    if (!w->replied || !(w->released || w->list->count >= w->target)) return;
-    tg_task_t *t = w->task;
-    lua_State *co = t->co;
-    lua_pushinteger(co, w->seq);
-    bw_unlink(w);
-    tg_wait_done(t, 1, 1);
-}
-
-/* A barrier wait that ended: the message says how far the barrier got. */
-static void bw_fail(tg_task_t *t, int why, const char *label, long long count, long long target) {
-    char b[64];
-    if (why == TG_ABORT_TIMEOUT) {
-        tg_wait_fail(t, "timeout", "%s timed out after %s: %I of %I entered",
-                     label, tg_wait_secs(t, b, sizeof b), (lua_Integer)count, (lua_Integer)target);
-    } else if (why == TG_ABORT_INTERRUPT) {
-        tg_wait_fail(t, "interrupted", "interrupted (%s) while waiting at %s: %I of %I entered",
-                     t->ctx.inst->rt->interrupt_why, label, (lua_Integer)count, (lua_Integer)target);
-    } else if (why == TG_ABORT_CLOSED) {
-        tg_wait_fail(t, "closed", "%s: %s; %I of %I had entered",
-                     label, t->ctx.inst->rt->redis->down_msg, (lua_Integer)count, (lua_Integer)target);
-    } else if (why == TG_ABORT_CANCEL) {
-        tg_wait_fail(t, "cancelled", "%s: cancelled; %I of %I had entered", label,
-                     (lua_Integer)count, (lua_Integer)target);
-    }
-}
-
-/* The last step of a barrier that timed out or was interrupted: one GET, so
- * the message gives the count as it is now, not as last seen. */
-typedef struct bfinal {
-    int why;
-    long long count, target;
-    char label[128];
-} bfinal_t;
-
-static void bfinal_abort(tg_task_t *t, int why) {
-    bfinal_t *f = t->abort_data;
-    (void)why;                                  /* the GET did not answer in time */
-    bw_fail(t, f->why, f->label, f->count, f->target);
-    free(f);
-}
-
-static void on_bfinal_reply(redisAsyncContext *ac, void *reply, void *priv) {
-    (void)ac;
-    req_t *q = priv;
-    redisReply *rep = reply;
-    if (tg_wait_target(q->task, q->token) && q->task->abort == bfinal_abort) {
-        bfinal_t *f = q->task->abort_data;
-        if (rep && rep->type == REDIS_REPLY_STRING) {
-            long long n = strtoll(rep->str, NULL, 10);
-            if (n > f->count) f->count = n;
-        }
-        q->task->abort = NULL;
-        bw_fail(q->task, f->why, f->label, f->count, f->target);
-        free(f);
-    }
-    req_free(q);
-}
-
-static void bw_abort(tg_task_t *t, int why) {
-    bwaiter_t *w = t->abort_data;
-    tg_redis_t *r = t->ctx.inst->rt->redis;
-    long long count = w->list->count, target = w->target;
-    char label[128], key[1024];
-    memcpy(label, w->label, sizeof label);
-    snprintf(key, sizeof key, "%.*s", (int)w->list->klen, w->list->key);
-    bw_unlink(w);
-    if ((why == TG_ABORT_TIMEOUT || why == TG_ABORT_INTERRUPT) && !r->down && r->cmd.ac) {
-        bfinal_t *f = malloc(sizeof *f);
-        req_t *q = calloc(1, sizeof *q);
-        if (f && q) {
-            f->why = why;
-            f->count = count;
-            f->target = target;
-            memcpy(f->label, label, sizeof f->label);
-            q->r = r;
-            q->task = t;
-            q->token = t->token;
-            t->refs++;
-            if (redisAsyncCommand(r->cmd.ac, on_bfinal_reply, q, "GET %s", key) == REDIS_OK) {
-                r->stats.commands++;
-                tg_wait_on_abort(t, bfinal_abort, f);
-                tg_wait_extend(t, 1);
-                return;
-            }
-            req_free(q);
-            q = NULL;
-        }
-        free(f);
-        free(q);
-    }
-    bw_fail(t, why, label, count, target);
-}
-
-static void on_barrier_reply(tg_redis_t *r, req_t *q, redisReply *rep) {
-    (void)r;
-    if (!tg_wait_target(q->task, q->token)) return;
-    bwaiter_t *w = q->task->abort_data;
-    if (!rep) { tg_wait_abort(q->task, TG_ABORT_CLOSED); return; }
-    if (rep->type != REDIS_REPLY_INTEGER) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "%s: Redis replied: %s", w->label,
-                 rep->type == REDIS_REPLY_ERROR ? rep->str : "an unexpected reply");
-        bw_unlink(w);
-        tg_wait_fail(q->task, "redis", "%s", msg);
-        return;
-    }
-    w->replied = 1;
-    w->seq = rep->integer;
-    if (rep->integer > w->list->count) w->list->count = rep->integer;
-    bw_try_release(w);
-}
-
-/* A state's count is known to be n (notification or safety re-check). */
-static void barrier_count(tg_redis_t *r, const char *key, size_t klen, long long n) {
-    blist_t *l = tg_map_get(&r->barriers, key, klen);
-    if (!l) return;
-    if (n > l->count) l->count = n;
-    bwaiter_t *w = l->head, *next;
-    for (; w; w = next) {
-        next = w->next;
-        if (w->target <= l->count) {
-            w->released = 1;
-            bw_try_release(w);
-        }
-    }
-    if (!l->head) free(tg_map_del(&r->barriers, key, klen));
-}
-
-/* core.barrier(script, {keys}, {args}, target, timeout, label) -> n.  Yields.
- * Runs the script (which enters and/or registers the target and returns the
- * count, or the caller's seq when it enters) and waits until the count
- * reaches target.  The waiter is registered before the script is sent, so a
- * notification that overtakes the reply is not lost.  KEYS[1] is the state
- * counter. */
-static int l_barrier(lua_State *L) {
-    tg_redis_t *r = redis_of(L);
-    int si = script_index(L, luaL_checkstring(L, 1));
-    luaL_checktype(L, 2, LUA_TTABLE);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    lua_Integer target = luaL_checkinteger(L, 4);
-    double timeout = luaL_optnumber(L, 5, -1);
-    const char *label = luaL_checkstring(L, 6);
-    lua_settop(L, 6);
-    lua_rawgeti(L, 2, 1);
-    size_t klen;
-    const char *key = luaL_checklstring(L, -1, &klen);  /* stays at 7 */
-    const char *argv[MAX_ARGS];
-    size_t lens[MAX_ARGS];
-    char nkeys[16];
-    int argc = script_argv(L, r, si, 2, 3, argv, lens, nkeys);
-    check_up(L, r, label);
-    tg_task_t *t = tg_wait_begin(L, timeout, label);      /* may raise: nothing allocated yet */
-
-    blist_t *l = tg_map_get(&r->barriers, key, klen);
-    if (!l) {
-        l = calloc(1, sizeof *l + klen + 1);
-        if (!l || tg_map_set(&r->barriers, key, klen, l) < 0) {
-            free(l);
-            tg_wait_fail(t, "invalid", "%s: out of memory", label);
-            return tg_wait_yield(L);
-        }
-        memcpy(l->key, key, klen);
-        l->klen = klen;
-    }
-    bwaiter_t *w = calloc(1, sizeof *w);
-    if (!w) {
-        tg_wait_fail(t, "invalid", "%s: out of memory", label);
-        return tg_wait_yield(L);
-    }
-    w->task = t;
-    w->target = target;
-    w->list = l;
-    snprintf(w->label, sizeof w->label, "%s", label);
-    w->next = l->head;
-    if (l->head) l->head->prev = w;
-    l->head = w;
-    tg_wait_on_abort(t, bw_abort, w);
-    /* Registered before the script is sent: a notification that overtakes
-     * the reply finds the waiter. */
-    if (send_for(r, t, REQ_BARRIER, si, argc, argv, lens, 1) < 0)
-        tg_wait_abort(t, TG_ABORT_CLOSED);
-    return tg_wait_yield(L);
-}
-
-/* The once-a-second safety net: MGET every state with local waiters.  It
- * covers entries made by clients that only INCR (Testground's Go SDK). */
-typedef struct mget {
-    tg_redis_t *r;
-    int n;
-    char **keys;
-    size_t *lens;
-} mget_t;
-
-static void on_mget_keys(redisAsyncContext *ac, void *reply, void *priv) {
-    mget_t *m = priv;
-    redisReply *rep = reply;
-    (void)ac;
-    if (rep && rep->type == REDIS_REPLY_ARRAY && !m->r->down) {
-        for (size_t i = 0; i < rep->elements && (int)i + 1 < m->n; i++) {
-            redisReply *e = rep->element[i];
-            if (e->type != REDIS_REPLY_STRING) continue;
-            long long n = strtoll(e->str, NULL, 10);
-            barrier_count(m->r, m->keys[i + 1], m->lens[i + 1], n);
-        }
-    }
-    for (int i = 1; i < m->n; i++) free(m->keys[i]);
-    free(m->keys);
-    free(m->lens);
-    free(m);
-}
-
-static void on_safety(uv_timer_t *h) {
-    tg_redis_t *r = h->data;
-    if (r->down || !r->cmd.ac || r->barriers.len == 0) return;
-    mget_t *m = calloc(1, sizeof *m);
-    int n = (int)r->barriers.len + 1;
-    if (!m || !(m->keys = calloc((size_t)n, sizeof *m->keys)) || !(m->lens = calloc((size_t)n, sizeof *m->lens))) {
-        if (m) free(m->keys);
-        free(m);
-        return;
-    }
-    m->r = r;
-    m->keys[0] = (char *)"MGET";
-    m->lens[0] = 4;
-    m->n = 1;
-    size_t b;
-    for (tg_map_ent_t *e = tg_map_next(&r->barriers, NULL, &b); e; e = tg_map_next(&r->barriers, e, &b)) {
-        m->keys[m->n] = malloc(e->klen + 1);
-        if (!m->keys[m->n]) break;
-        memcpy(m->keys[m->n], e->key, e->klen + 1);
-        m->lens[m->n] = e->klen;
-        m->n++;
-    }
-    r->stats.safety_checks++;
-    if (redisAsyncCommandArgv(r->cmd.ac, on_mget_keys, m, m->n, (const char **)m->keys, m->lens) != REDIS_OK) {
-        for (int i = 1; i < m->n; i++) free(m->keys[i]);
-        free(m->keys);
-        free(m->lens);
-        free(m);
-    }
 }
 
 /* ---- the stream reader ------------------------------------------------- */
@@ -968,7 +620,7 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
                 }
                 if (s->is_notify) {
                     r->stats.notifies++;
-                    if (sv) barrier_count(r, sv, slen, nv);
+                    if (sv) tg_barrier_count(r, sv, slen, nv);
                     continue;
                 }
                 if (s->nlog == s->cap) {
@@ -1072,11 +724,11 @@ static void sub_abort(tg_task_t *t, int why) {
 /* core.subscribe(key, topic) -> sub.  Does not yield: the first value comes
  * with sub:next(). */
 static int l_subscribe(lua_State *L) {
-    tg_redis_t *r = redis_of(L);
+    tg_redis_t *r = tg_redis_of(L);
     size_t klen;
     const char *key = luaL_checklstring(L, 1, &klen);
     const char *topic = luaL_checkstring(L, 2);
-    check_up(L, r, "subscribe");
+    tg_redis_check_up(L, r, "subscribe");
     sub_t *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
     u->r = r;
@@ -1113,7 +765,7 @@ static int l_sub_next(lua_State *L) {
         u->pos++;
         return 2;
     }
-    check_up(L, u->r, what);
+    tg_redis_check_up(L, u->r, what);
     if (u->task) return tg_err_raise(L, "invalid", "%s: another task is already waiting in next()", what);
     tg_task_t *t = tg_wait_begin(L, timeout, what);
     u->task = t;
@@ -1159,7 +811,6 @@ static const luaL_Reg sub_methods[] = {
 static const luaL_Reg redis_funcs[] = {
     {"call", l_call},
     {"script", l_script},
-    {"barrier", l_barrier},
     {"subscribe", l_subscribe},
     {"redis_down", l_redis_down},
     {"redis_stats", l_redis_stats},
@@ -1167,6 +818,7 @@ static const luaL_Reg redis_funcs[] = {
 };
 
 void tg_redis_open_lua(lua_State *L) {
+    tg_barrier_open_lua(L);
     if (luaL_newmetatable(L, SUB_META)) {
         luaL_newlib(L, sub_methods);
         lua_setfield(L, -2, "__index");
