@@ -10,6 +10,7 @@
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
@@ -458,6 +459,8 @@ out:
 
 int main(int argc, char **argv) {
     tg_opts_t o = {0};
+    /* A peer or child that goes away must give an error, not kill tgrun. */
+    signal(SIGPIPE, SIG_IGN);
     int rc = parse_opts(argc, argv, &o);
     if (rc == 0) {
         if (o.instances) rc = tg_local_run(&o, argv[0]);

@@ -156,7 +156,7 @@ void tg_barrier_count(tg_redis_t *r, const char *key, size_t klen, long long n) 
  * Runs the script (which enters and/or registers the target and returns the
  * count, or the caller's seq when it enters) and waits until the count
  * reaches target.  The waiter is registered before the script is sent, so a
- * notification that overtakes the reply is not tg_redis_lost.  KEYS[1] is the state
+ * notification that overtakes the reply is not lost.  KEYS[1] is the state
  * counter. */
 static int l_barrier(lua_State *L) {
     tg_redis_t *r = tg_redis_of(L);

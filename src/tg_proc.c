@@ -94,7 +94,7 @@ static void close_h(void *h) {
     if (!uv_is_closing(h)) uv_close(h, on_close);
 }
 
-/* The output tables on the error or result at the top of co. */
+/* Set stdout and stderr on the table (result or error) at the top of co. */
 static void set_output(lua_State *co, proc_t *p) {
     lua_pushlstring(co, p->bout.data ? p->bout.data : "", p->bout.len);
     lua_setfield(co, -2, "stdout");
@@ -116,7 +116,8 @@ static void complete(proc_t *p) {
     if (!t || p->aborted) return;
     lua_State *co = tg_wait_target(t, p->token);
     if (!co) {
-        /* Still pending but no stack space: at least unhook p, which dies soon. */
+        /* Stale; or still pending but co has no stack space left: then at
+         * least unhook p, which dies soon, and let the deadline end the wait. */
         if (t->token == p->token && t->abort_data == p) t->abort = NULL;
         return;
     }

@@ -145,7 +145,7 @@ static int conn_open(tg_redis_t *r, conn_t *c, const tg_redis_addr_t *a, const c
 void tg_redis_lost(tg_redis_t *r, const char *why) {
     if (r->down) return;
     r->down = 1;
-    snprintf(r->down_msg, sizeof r->down_msg, "tg_redis_lost the connection to Redis at %s (%s)",
+    snprintf(r->down_msg, sizeof r->down_msg, "lost the connection to Redis at %s (%s)",
              r->addr, why);
     uv_timer_stop(&r->safety);
     uv_timer_stop(&r->retry);
@@ -367,7 +367,7 @@ void tg_redis_on_reply(redisAsyncContext *ac, void *reply, void *priv) {
     tg_redis_t *r = q->r;
     if (rep && rep->type == REDIS_REPLY_ERROR && q->argv && !q->retried
         && strncmp(rep->str, "NOSCRIPT", 8) == 0 && r->cmd.ac && !r->down) {
-        /* The server tg_redis_lost its script cache (restart, SCRIPT FLUSH): send the
+        /* The server lost its script cache (restart, SCRIPT FLUSH): send the
          * body once; EVAL caches it again for the next EVALSHA. */
         const tg_embedded_t *sc = &tg_embedded_scripts[q->script];
         const char *argv[MAX_ARGS];
