@@ -442,9 +442,9 @@ static int run_single(tg_opts_t *o) {
     lua_pop(inst->L, 2);
     if ((status = build_config(inst, o, &ic)) != 0) goto out;
 
-    char notify[1024];
-    snprintf(notify, sizeof notify, "run:%s:plan:%s:case:%s:tg:notify", ic.run_id, ic.plan, ic.case_name);
-    if (tg_redis_open(&rt, &addr, notify, 5, err, sizeof err) < 0) {
+    char prefix[1024];
+    snprintf(prefix, sizeof prefix, "run:%s:plan:%s:case:%s", ic.run_id, ic.plan, ic.case_name);
+    if (tg_redis_open(&rt, &addr, prefix, 5, err, sizeof err) < 0) {
         status = tg_usage_error("%s (start Redis, or point tgrun at one with --redis URL or REDIS_HOST/REDIS_PORT)", err);
         goto out;
     }

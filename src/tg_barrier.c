@@ -7,12 +7,10 @@
 #include <string.h>
 #include <lauxlib.h>
 
+#include "tg_embedded.h"
 #include "tg_redis_int.h"
 
-
-
-
-/* ---- barriers ---------------------------------------------------------- */
+static void check_feasible(tg_redis_t *r, blist_t *l);
 
 void tg_barrier_unlink(bwaiter_t *w) {
     blist_t *l = w->list;
@@ -118,7 +116,6 @@ static void bw_abort(tg_task_t *t, int why) {
 }
 
 void tg_barrier_on_reply(tg_redis_t *r, req_t *q, redisReply *rep) {
-    (void)r;
     if (!tg_wait_target(q->task, q->token)) return;
     bwaiter_t *w = q->task->abort_data;
     if (!rep) { tg_wait_abort(q->task, TG_ABORT_CLOSED); return; }
@@ -133,7 +130,10 @@ void tg_barrier_on_reply(tg_redis_t *r, req_t *q, redisReply *rep) {
     w->replied = 1;
     w->seq = rep->integer;
     if (rep->integer > w->list->count) w->list->count = rep->integer;
+    blist_t *l = w->list;
     bw_try_release(w);
+    /* Peers died before this wait began: can it still complete? */
+    if (r->ndead > 0 && l->head) check_feasible(r, l);
 }
 
 /* A state's count is known to be n (notification or safety re-check). */
@@ -152,7 +152,8 @@ void tg_barrier_count(tg_redis_t *r, const char *key, size_t klen, long long n) 
     if (!l->head) free(tg_map_del(&r->barriers, key, klen));
 }
 
-/* core.barrier(script, {keys}, {args}, target, timeout, label) -> n.  Yields.
+/* core.barrier(script, {keys}, {args}, target, timeout, label [, instances]) -> n.
+ * Yields.  instances (the run's instance count) enables the peer_failed check.
  * Runs the script (which enters and/or registers the target and returns the
  * count, or the caller's seq when it enters) and waits until the count
  * reaches target.  The waiter is registered before the script is sent, so a
@@ -166,6 +167,7 @@ static int l_barrier(lua_State *L) {
     lua_Integer target = luaL_checkinteger(L, 4);
     double timeout = luaL_optnumber(L, 5, -1);
     const char *label = luaL_checkstring(L, 6);
+    lua_Integer instances = luaL_optinteger(L, 7, 0);   /* 0: tolerate deaths */
     lua_settop(L, 6);
     lua_rawgeti(L, 2, 1);
     size_t klen;
@@ -196,6 +198,8 @@ static int l_barrier(lua_State *L) {
     w->task = t;
     w->target = target;
     w->list = l;
+    w->tolerant = instances <= 0;
+    if (instances > 0) l->instances = instances;
     snprintf(w->label, sizeof w->label, "%s", label);
     w->next = l->head;
     if (l->head) l->head->prev = w;
@@ -274,4 +278,86 @@ static const luaL_Reg barrier_funcs[] = {
 
 void tg_barrier_open_lua(lua_State *L) {
     luaL_setfuncs(L, barrier_funcs, 0);
+}
+
+/* ---- peer failure -------------------------------------------------------- */
+
+/* After a peer failed or died: can the barrier on l still reach the targets
+ * of its waiters?  One script reads the count, which instances died, and how
+ * many of them had entered (membership bitmap), atomically.  At most
+ * instances - dead + dead_entered can ever enter, so a waiter whose target is
+ * above that fails at once with "peer_failed" instead of waiting for its
+ * timeout.  Waiters that said they tolerate deaths are left alone. */
+typedef struct fcheck {
+    tg_redis_t *r;
+    size_t klen;
+    char key[];
+} fcheck_t;
+
+static void on_feasible(redisAsyncContext *ac, void *reply, void *priv) {
+    (void)ac;
+    fcheck_t *f = priv;
+    tg_redis_t *r = f->r;
+    redisReply *rep = reply;
+    blist_t *l = r->down ? NULL : tg_map_get(&r->barriers, f->key, f->klen);
+    if (l) l->checking = 0;
+    if (l && rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 4 && l->instances > 0) {
+        long long count = rep->element[0]->integer, ndead = rep->element[1]->integer;
+        long long dead_entered = rep->element[2]->integer;
+        const char *ids = rep->element[3]->str ? rep->element[3]->str : "?";
+        long long most = l->instances - ndead + dead_entered;
+        if (count > l->count) l->count = count;
+        bwaiter_t *w = l->head, *next;
+        for (; w; w = next) {
+            next = w->next;
+            if (w->tolerant || w->target <= most || w->target <= l->count) continue;
+            tg_task_t *t = w->task;
+            char label[128];
+            memcpy(label, w->label, sizeof label);
+            long long target = w->target;
+            tg_barrier_unlink(w);
+            tg_wait_fail(t, "peer_failed", "%s can no longer complete: instance%s %s failed or died; "
+                         "%I of %I entered, at most %I can", label, ndead > 1 ? "s" : "", ids,
+                         (lua_Integer)count, (lua_Integer)target, (lua_Integer)most);
+        }
+    }
+    free(f);
+}
+
+static void check_feasible(tg_redis_t *r, blist_t *l) {
+    if (l->checking || r->down || !r->cmd.ac || l->instances <= 0) return;
+    int tolerant_only = 1;
+    for (bwaiter_t *w = l->head; w; w = w->next) if (!w->tolerant) tolerant_only = 0;
+    if (tolerant_only) return;
+    int si = -1;
+    for (int i = 0; tg_embedded_scripts[i].name; i++)
+        if (strcmp(tg_embedded_scripts[i].name, "feasible") == 0) si = i;
+    fcheck_t *f = malloc(sizeof *f + l->klen + 1);
+    if (si < 0 || !f) { free(f); return; }
+    f->r = r;
+    f->klen = l->klen;
+    memcpy(f->key, l->key, l->klen + 1);
+    /* members and dead keys live beside the state key: P:states:<s> ->
+     * P:tg:members:<s>, P:tg:dead */
+    const char *st = strstr(l->key, ":states:");
+    if (!st) { free(f); return; }
+    char members[1200], dead[1200];
+    snprintf(members, sizeof members, "%.*s:tg:members:%s", (int)(st - l->key), l->key, st + 8);
+    snprintf(dead, sizeof dead, "%.*s:tg:dead", (int)(st - l->key), l->key);
+    const char *argv[6] = {"EVAL", tg_embedded_scripts[si].data, "3", l->key, members, dead};
+    size_t lens[6] = {4, tg_embedded_scripts[si].len, 1, l->klen, strlen(members), strlen(dead)};
+    r->stats.commands++;
+    if (redisAsyncCommandArgv(r->cmd.ac, on_feasible, f, 6, argv, lens) != REDIS_OK) { free(f); return; }
+    l->checking = 1;
+}
+
+/* The notify stream says instance sid failed or died. */
+void tg_barrier_dead(tg_redis_t *r, const char *sid, size_t len) {
+    (void)sid; (void)len;
+    r->ndead++;
+    size_t b;
+    for (tg_map_ent_t *e = tg_map_next(&r->barriers, NULL, &b); e; e = tg_map_next(&r->barriers, e, &b)) {
+        blist_t *l = e->value;
+        if (l->head) check_feasible(r, l);
+    }
 }

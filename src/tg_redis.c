@@ -165,6 +165,7 @@ void tg_redis_lost(tg_redis_t *r, const char *why) {
         for (sub_t *u = s->subs; u; u = u->next)
             if (u->task) tg_wait_abort(u->task, TG_ABORT_CLOSED);
     }
+    tg_coord_lost(r);
     /* The other connection would only carry errors from here on. */
     if (r->cmd.ac) redisAsyncDisconnect(r->cmd.ac);
     if (r->blk.ac) redisAsyncDisconnect(r->blk.ac);
@@ -250,7 +251,9 @@ static void on_tick(uv_timer_t *h) {
     (void)h;                    /* only bounds one turn of the startup loop */
 }
 
-int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *notify_key,
+void tg_random_id(char *buf, size_t len);
+
+int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *prefix,
                   double timeout, char *err, size_t errlen) {
     tg_redis_t *r = calloc(1, sizeof *r);
     if (!r) { snprintf(err, errlen, "out of memory"); return -1; }
@@ -276,9 +279,15 @@ int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *notify_k
     startup_cmd(r, &r->cmd, "CLIENT SETNAME", 3, (const char *[]){"CLIENT", "SETNAME", "tgrun-cmd"});
     startup_cmd(r, &r->blk, "CLIENT SETNAME", 3, (const char *[]){"CLIENT", "SETNAME", "tgrun-blk"});
     startup_cmd(r, &r->blk, "CLIENT ID", 2, (const char *[]){"CLIENT", "ID"});
-    if (notify_key) {
+    if (prefix) {
+        char notify_key[600];
+        tg_random_id(r->proc_id, sizeof r->proc_id);
+        snprintf(r->prefix, sizeof r->prefix, "%s", prefix);
+        snprintf(notify_key, sizeof notify_key, "%s:tg:notify", r->prefix);
+        snprintf(r->inbox, sizeof r->inbox, "%s:tg:inbox:%s", r->prefix, r->proc_id);
         stream_t *s = stream_add(r, notify_key, strlen(notify_key), "0-0");
         if (s) s->is_notify = 1;
+        if ((s = stream_add(r, r->inbox, strlen(r->inbox), "0-0"))) s->is_inbox = 1;
         startup_cmd(r, &r->cmd, "XREVRANGE", 6,
                     (const char *[]){"XREVRANGE", notify_key, "+", "-", "COUNT", "1"});
     }
@@ -321,6 +330,7 @@ void tg_redis_close(tg_rt_t *rt) {
     while ((e = tg_map_next(&r->barriers, NULL, &b))) free(tg_map_del(&r->barriers, e->key, e->klen));
     tg_map_free(&r->streams);
     tg_map_free(&r->barriers);
+    tg_coord_free(r);
     uv_close((uv_handle_t *)&r->safety, NULL);
     uv_close((uv_handle_t *)&r->retry, NULL);
     uv_close((uv_handle_t *)&r->reissue, NULL);
@@ -377,6 +387,11 @@ void tg_redis_on_reply(redisAsyncContext *ac, void *reply, void *priv) {
         for (int i = 2; i < q->argc; i++) { argv[i] = q->argv[i]; lens[i] = q->lens[i]; }
         q->retried = 1;
         if (redisAsyncCommandArgv(r->cmd.ac, tg_redis_on_reply, q, q->argc, argv, lens) == REDIS_OK) return;
+    }
+    if (q->kind == REQ_TICKET) {
+        tg_coord_on_reply(q, rep);
+        tg_redis_req_free(q);
+        return;
     }
     if (q->kind == REQ_BARRIER) {
         tg_barrier_on_reply(r, q, rep);
@@ -609,20 +624,33 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
                 if (ent->type != REDIS_REPLY_ARRAY || ent->elements != 2) continue;
                 snprintf(s->last_id, sizeof s->last_id, "%s", ent->element[0]->str);
                 redisReply *f = ent->element[1];
-                const char *pv = NULL, *sv = NULL;
-                size_t plen = 0, slen = 0;
-                long long nv = -1;
+                /* one-letter fields: p payload; s state key, n count, d dead
+                 * peer (notify); w ticket, v value, x resource, t kind (inbox) */
+                const char *fv_[26] = {0};
+                size_t fl_[26] = {0};
                 for (size_t k = 0; f->type == REDIS_REPLY_ARRAY && k + 1 < f->elements; k += 2) {
                     redisReply *fk = f->element[k], *fv = f->element[k + 1];
-                    if (fk->len == 1 && fk->str[0] == 'p') { pv = fv->str; plen = fv->len; }
-                    else if (fk->len == 1 && fk->str[0] == 's') { sv = fv->str; slen = fv->len; }
-                    else if (fk->len == 1 && fk->str[0] == 'n') nv = strtoll(fv->str, NULL, 10);
+                    if (fk->len == 1 && fk->str[0] >= 'a' && fk->str[0] <= 'z'
+                        && fv->type == REDIS_REPLY_STRING) {
+                        fv_[fk->str[0] - 'a'] = fv->str;
+                        fl_[fk->str[0] - 'a'] = fv->len;
+                    }
                 }
+#define F(c) fv_[(c) - 'a'], fl_[(c) - 'a']
                 if (s->is_notify) {
                     r->stats.notifies++;
-                    if (sv) tg_barrier_count(r, sv, slen, nv);
+                    if (fv_['s' - 'a'] && fv_['n' - 'a'])
+                        tg_barrier_count(r, F('s'), strtoll(fv_['n' - 'a'], NULL, 10));
+                    if (fv_['d' - 'a']) tg_barrier_dead(r, F('d'));
                     continue;
                 }
+                if (s->is_inbox) {
+                    if (fv_['w' - 'a']) tg_coord_inbox(r, F('w'), F('v'), F('x'), F('t'));
+                    continue;
+                }
+#undef F
+                const char *pv = fv_['p' - 'a'];
+                size_t plen = fl_['p' - 'a'];
                 if (s->nlog == s->cap) {
                     size_t cap = s->cap ? s->cap * 2 : 16;
                     msg_t **log = realloc(s->log, cap * sizeof *log);
@@ -639,7 +667,7 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
                 m->data[plen] = '\0';
                 s->log[s->nlog++] = m;
             }
-            if (!s->is_notify) deliver(r, s);
+            if (!s->is_notify && !s->is_inbox) deliver(r, s);
         }
     }
     issue_xread(r);
@@ -712,7 +740,7 @@ static void sub_unlink(sub_t *u) {
     else s->subs = u->next;
     if (u->next) u->next->prev = u->prev;
     u->stream = NULL;
-    if (!s->subs && !s->is_notify) stream_free(u->r, s);  /* the next read leaves it out */
+    if (!s->subs && !s->is_notify && !s->is_inbox) stream_free(u->r, s);  /* the next read leaves it out */
 }
 
 static void sub_abort(tg_task_t *t, int why) {
@@ -819,6 +847,7 @@ static const luaL_Reg redis_funcs[] = {
 
 void tg_redis_open_lua(lua_State *L) {
     tg_barrier_open_lua(L);
+    tg_coord_open_lua(L);
     if (luaL_newmetatable(L, SUB_META)) {
         luaL_newlib(L, sub_methods);
         lua_setfield(L, -2, "__index");

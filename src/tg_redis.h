@@ -24,10 +24,10 @@
 #include "tg_rt.h"
 
 /* Connect both connections to addr (AUTH/SELECT as the address says), start
- * watching notify_key (the run's barrier notification stream), and return
- * when all is ready.  Runs rt->loop until then, at most timeout seconds.
- * 0, or -1 with one sentence in err. */
-int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *notify_key,
+ * watching the run's notify stream (prefix:tg:notify) and this process's
+ * inbox (prefix:tg:inbox:<id>), and return when all is ready.  Runs rt->loop
+ * until then, at most timeout seconds.  0, or -1 with one sentence in err. */
+int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *prefix,
                   double timeout, char *err, size_t errlen);
 /* Disconnect and free; pending callbacks fire and find their waits stale. */
 void tg_redis_close(tg_rt_t *rt);

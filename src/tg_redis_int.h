@@ -43,7 +43,7 @@ typedef struct stream {
     msg_t **log;
     size_t nlog, cap;
     sub_t *subs;
-    int is_notify;
+    int is_notify, is_inbox;
     uint64_t gen;               /* watch_gen when it was added */
 } stream_t;
 
@@ -63,6 +63,7 @@ typedef struct bwaiter {
     tg_task_t *task;
     long long target, seq;
     int replied, released;
+    int tolerant;               /* the caller expects deaths: no peer_failed */
     struct blist *list;
     struct bwaiter *prev, *next;
     char label[128];
@@ -71,6 +72,8 @@ typedef struct bwaiter {
 /* The local waiters of one state key, and the last count seen for it. */
 typedef struct blist {
     long long count;
+    long long instances;        /* the run's instance count, for peer_failed */
+    int checking;               /* a feasibility check is in flight */
     bwaiter_t *head;
     size_t klen;
     char key[];
@@ -93,9 +96,15 @@ struct tg_redis {
     char *startup_err;
     size_t startup_errlen;
     tg_redis_stats_t stats;
+    char proc_id[16];           /* this process, for its inbox and ticket ids */
+    char prefix[512];           /* run:<run>:plan:<plan>:case:<case> */
+    char inbox[600];            /* P:tg:inbox:<proc_id> */
+    tg_map_t tickets;           /* ticket id -> ticket_t, for waits served through the inbox */
+    unsigned long long ticket_seq;
+    long long ndead;            /* peers known to have failed or died */
 };
 
-enum { REQ_CALL, REQ_SCRIPT, REQ_BARRIER };
+enum { REQ_CALL, REQ_SCRIPT, REQ_BARRIER, REQ_TICKET };
 
 typedef struct req {
     tg_redis_t *r;
@@ -121,10 +130,19 @@ int tg_redis_script_argv(lua_State *L, tg_redis_t *r, int si, int kidx, int aidx
 void tg_redis_lost(tg_redis_t *r, const char *why);
 
 /* tg_barrier.c */
+void tg_barrier_dead(tg_redis_t *r, const char *sid, size_t len);
 void tg_barrier_unlink(bwaiter_t *w);
 void tg_barrier_on_reply(tg_redis_t *r, req_t *q, redisReply *rep);
 void tg_barrier_count(tg_redis_t *r, const char *key, size_t klen, long long n);
 void tg_barrier_on_safety(uv_timer_t *h);
 void tg_barrier_open_lua(lua_State *L);
+
+/* tg_coord.c */
+void tg_coord_inbox(tg_redis_t *r, const char *w, size_t wlen, const char *v, size_t vlen,
+                    const char *x, size_t xlen, const char *t, size_t tlen);
+void tg_coord_lost(tg_redis_t *r);
+void tg_coord_on_reply(req_t *q, redisReply *rep);
+void tg_coord_free(tg_redis_t *r);
+void tg_coord_open_lua(lua_State *L);
 
 #endif

@@ -56,6 +56,7 @@ function M.main(case_fn)
   local sync = require "tg.sync"
   local log = require "tg.log"
   local env = require("tg.env").new(cfg)
+  local session = require "tg.session"
 
   -- an error of a task nobody joins is reported, not lost
   debug.getregistry()["tg.on_task_error"] = function(name, res)
@@ -81,6 +82,7 @@ function M.main(case_fn)
     env.global_seq = sync.signal_entry("initialized_global")
     env.group_seq = sync.signal_entry("initialized_group_" .. cfg.group_id)
     cfg.global_seq, cfg.group_seq = env.global_seq, env.group_seq   -- for tg.roles
+    session.start(env.global_seq)
     case_fn(env)
   end, function(e)
     return { e = e, tb = debug.traceback(nil, 2) }
@@ -107,6 +109,10 @@ function M.main(case_fn)
     end
   end
   events.emit(ev)
+  if cfg.global_seq and not core.redis_down() then
+    if status == 0 then session.bye(cfg.global_seq)
+    else session.die(cfg.global_seq, first or "failed") end
+  end
   signal_event(ev)
   events.close()
   return status, first

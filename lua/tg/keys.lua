@@ -41,5 +41,6 @@ function keys.state(s) return prefix() .. ":states:" .. s end
 function keys.waits(s) return prefix() .. ":tg:waits:" .. s end
 function keys.topic(t) return prefix() .. ":topics:" .. t end
 function keys.tg(name) return prefix() .. ":tg:" .. name end
+function keys.members(s) return prefix() .. ":tg:members:" .. s end
 
 return keys

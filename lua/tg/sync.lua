@@ -10,11 +10,32 @@ local keys = require "tg.keys"
 
 local sync = {}
 
--- sync.signal_entry(state) -> seq: enter state; seq is the arrival order.
-function sync.signal_entry(state)
+local function member()
+  local seq = core.config().global_seq
+  return seq and tostring(seq) or ""
+end
+
+-- The run's instance count when the wait should fail fast with peer_failed
+-- once it can no longer complete; 0 when opts.tolerate_failures says the
+-- plan expects instances to die.
+local function failure_check(opts)
+  if opts and opts.tolerate_failures then return 0 end
+  return core.config().instance_count or 0
+end
+
+local function op_id(call, opts)
+  local id = opts and opts.op_id
+  if id == nil then return "" end
+  if type(id) ~= "string" or id == "" then check.fail("%s: op_id must be a non-empty string", call) end
+  return id
+end
+
+-- sync.signal_entry(state [, opts]) -> seq: enter state; seq is the arrival
+-- order.  opts.op_id makes a retry return the first answer.
+function sync.signal_entry(state, opts)
   check.name("signal_entry", "state", state)
-  return core.script("enter", { keys.state(state), keys.waits(state), keys.notify },
-    { "", keys.ttl }, -1, ("signal_entry('%s')"):format(state))
+  return core.script("enter", { keys.state(state), keys.waits(state), keys.notify, keys.members(state) },
+    { "", keys.ttl, member(), op_id("signal_entry", opts) }, -1, ("signal_entry('%s')"):format(state))
 end
 
 -- sync.barrier(state, target [, opts]): wait until target instances entered.
@@ -23,8 +44,8 @@ function sync.barrier(state, target, opts)
   target = check.count("barrier", "target", target, 0)
   local timeout = check.timeout("barrier", opts)
   if target == 0 then return end
-  core.barrier("await", { keys.state(state), keys.waits(state) }, { target, keys.ttl },
-    target, timeout, ("barrier '%s'"):format(state))
+  core.barrier("await", { keys.state(state), keys.waits(state), keys.members(state) },
+    { target, keys.ttl }, target, timeout, ("barrier '%s'"):format(state), failure_check(opts))
 end
 
 -- sync.signal_and_wait(state, target [, opts]) -> seq: enter, then wait.
@@ -33,8 +54,9 @@ function sync.signal_and_wait(state, target, opts)
   check.name("signal_and_wait", "state", state)
   target = check.count("signal_and_wait", "target", target, 0)
   local timeout = check.timeout("signal_and_wait", opts)
-  return core.barrier("enter", { keys.state(state), keys.waits(state), keys.notify },
-    { target, keys.ttl }, target, timeout, ("barrier '%s'"):format(state))
+  return core.barrier("enter", { keys.state(state), keys.waits(state), keys.notify, keys.members(state) },
+    { target, keys.ttl, member(), op_id("signal_and_wait", opts) }, target, timeout,
+    ("barrier '%s'"):format(state), failure_check(opts))
 end
 
 -- sync.publish(topic, value) -> seq: append value; seq is its 1-based position.
@@ -111,7 +133,13 @@ end
 -- sync.publish_subscribe(topic, value [, opts]) -> seq, sub.
 function sync.publish_subscribe(topic, value, opts)
   local sub = sync.subscribe(topic, opts)
-  return sync.publish(topic, value), sub
+  -- further coordination: mutex, semaphore, election, double_barrier, counter, queue
+for k, v in pairs(require("tg.coord")) do sync[k] = v end
+
+return sync.publish(topic, value), sub
 end
+
+-- further coordination: mutex, semaphore, election, double_barrier, counter, queue
+for k, v in pairs(require("tg.coord")) do sync[k] = v end
 
 return sync

@@ -1,0 +1,239 @@
+-- tg.coord -- coordination beyond barriers: mutex, semaphore, election,
+-- double barrier, counter, queue.  Exposed as fields of tg.sync.
+--
+--   local m = sync.mutex("db", { lease = 10 })
+--   local token = m:lock({ timeout = 5 })      -- fencing token, grows with every grant
+--   ...                                        -- m:unlock(), or m:with(fn)
+--
+-- Every waiter is served through the server-side script coord.lua and a
+-- ticket: a release hands the resource to the first queued waiter in the
+-- same atomic step and wakes only that waiter (its process's inbox).  Locks,
+-- permits and leadership belong to the instance's session: when the instance
+-- dies they come back (see tg.session).
+local core = require "tg.core"
+local json = require "tg.json"
+local check = require "tg.check"
+local keys = require "tg.keys"
+
+local coord = {}
+
+local function sid()
+  local cfg = core.config()
+  return tostring(cfg.global_seq or 0)
+end
+
+-- Wait for a ticket of resource res (kind "sem" or "queue").
+local function ticket(res, kind, op, n, lease, cap, timeout, label)
+  local id, inbox = core.ticket_id()
+  local v = core.ticket(id, res, kind, "coord", { res },
+    { op, kind, id, "", keys.prefix, inbox, sid(), tostring(n or 1), tostring(lease or 0),
+      tostring(cap or 1), keys.ttl }, timeout, label)
+  return v, id
+end
+
+local function call(res, kind, op, id, value, label)
+  return core.script("coord", { res },
+    { op, kind, id or "", value or "", keys.prefix, "", sid(), "1", "0", "1", keys.ttl }, -1, label)
+end
+
+-- sync.semaphore(name, permits) -------------------------------------------------
+
+local Sem = {}
+Sem.__index = Sem
+
+function coord.semaphore(name, permits)
+  check.name("semaphore", "name", name)
+  permits = check.count("semaphore", "permits", permits, 1)
+  return setmetatable({ name = name, permits = permits, key = keys.tg("sem:" .. name),
+    held = {}, what = ("semaphore '%s'"):format(name) }, Sem)
+end
+
+-- s:acquire([n, opts]) -> fencing token.  Waits until n permits are free.
+function Sem:acquire(n, opts)
+  if type(n) == "table" then n, opts = nil, n end
+  n = check.count("acquire", "n", n or 1, 1)
+  if n > self.permits then
+    check.fail("%s: cannot acquire %d of %d permits", self.what, n, self.permits)
+  end
+  local timeout = check.timeout("acquire", opts)
+  local v, id = ticket(self.key, "sem", "acquire", n, (self.lease or 0) * 1000, self.permits, timeout,
+    ("acquire of %d permit%s of %s"):format(n, n > 1 and "s" or "", self.what))
+  self.held[#self.held + 1] = { id = id, n = n }
+  return math.tointeger(tonumber(v))
+end
+
+-- s:release([n]): give back n permits (from the most recent acquisitions).
+function Sem:release(n)
+  n = check.count("release", "n", n or 1, 1)
+  local left = n
+  while left > 0 do
+    local h = self.held[#self.held]
+    if not h then
+      check.fail("%s: release of %d permit%s, but this instance holds only %d", self.what, n,
+        n > 1 and "s" or "", n - left)
+    end
+    if h.n > left then
+      check.fail("%s: release of %d permits would split an acquisition of %d", self.what, n, h.n)
+    end
+    table.remove(self.held)
+    left = left - h.n
+    if call(self.key, "sem", "release", h.id, nil, "release of " .. self.what) == 0 then
+      check.fail("%s: the permits were no longer held (lease expired, or the session ended)", self.what)
+    end
+  end
+end
+
+-- sync.mutex(name [, {lease = seconds}]) ------------------------------------------
+
+local Mutex = {}
+Mutex.__index = Mutex
+
+function coord.mutex(name, opts)
+  check.name("mutex", "name", name)
+  local lease = opts and opts.lease
+  if lease ~= nil and (type(lease) ~= "number" or lease <= 0) then
+    check.fail("mutex: lease must be a number of seconds > 0")
+  end
+  local s = coord.semaphore(name, 1)
+  s.key = keys.tg("mutex:" .. name)
+  s.lease = lease
+  s.what = ("mutex '%s'"):format(name)
+  return setmetatable({ sem = s, name = name }, Mutex)
+end
+
+-- m:lock([opts]) -> fencing token.  Yields until this instance holds it.
+function Mutex:lock(opts)
+  if #self.sem.held > 0 then
+    check.fail("mutex '%s': already locked by this handle", self.name)
+  end
+  return self.sem:acquire(1, opts)
+end
+
+-- m:unlock(): an error when this handle does not hold the lock.
+function Mutex:unlock()
+  if #self.sem.held == 0 then
+    check.fail("mutex '%s': unlock of a lock this instance does not hold", self.name)
+  end
+  self.sem:release(1)
+end
+
+-- m:with(fn, ...) -> fn's results; unlocks on error too.
+function Mutex:with(fn, ...)
+  if type(fn) ~= "function" then check.fail("mutex:with needs a function") end
+  local token = self:lock()
+  local r = table.pack(pcall(fn, token, ...))
+  self:unlock()
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+-- sync.election(name) -----------------------------------------------------------
+
+local Election = {}
+Election.__index = Election
+
+function coord.election(name)
+  check.name("election", "name", name)
+  local s = coord.semaphore(name, 1)
+  s.key = keys.tg("election:" .. name)
+  s.what = ("election '%s'"):format(name)
+  return setmetatable({ sem = s, name = name }, Election)
+end
+
+-- e:campaign([opts]) -> term (grows with every new leader).  Yields until
+-- this instance leads.
+function Election:campaign(opts)
+  if #self.sem.held > 0 then return self.term end
+  self.term = self.sem:acquire(1, opts)
+  return self.term
+end
+
+-- e:resign(): hand leadership to the next candidate.
+function Election:resign()
+  if #self.sem.held == 0 then
+    check.fail("election '%s': resign by an instance that does not lead", self.name)
+  end
+  self.sem:release(1)
+  self.term = nil
+end
+
+-- e:leader() -> global_seq of the current leader, or nil.
+function Election:leader()
+  local h = call(self.sem.key, "sem", "holder", nil, nil, "leader of " .. self.sem.what)
+  return h and math.tointeger(tonumber(h)) or nil
+end
+
+-- e:is_leader() -> bool
+function Election:is_leader()
+  return #self.sem.held > 0
+end
+
+-- sync.double_barrier(name, count) -------------------------------------------------
+
+local Double = {}
+Double.__index = Double
+
+function coord.double_barrier(name, count)
+  check.name("double_barrier", "name", name)
+  count = check.count("double_barrier", "count", count, 1)
+  return setmetatable({ name = name, count = count }, Double)
+end
+
+-- d:enter([opts]): wait until count instances entered.
+function Double:enter(opts)
+  return require("tg.sync").signal_and_wait(self.name .. ":enter", self.count, opts)
+end
+
+-- d:leave([opts]): wait until count instances left.
+function Double:leave(opts)
+  return require("tg.sync").signal_and_wait(self.name .. ":leave", self.count, opts)
+end
+
+-- sync.counter(name) --------------------------------------------------------------
+
+local Counter = {}
+Counter.__index = Counter
+
+function coord.counter(name)
+  check.name("counter", "name", name)
+  return setmetatable({ key = keys.tg("counter:" .. name), name = name }, Counter)
+end
+
+-- c:add(n) -> the new value
+function Counter:add(n)
+  n = n or 1
+  if math.type(n) ~= "integer" then check.fail("counter '%s': add needs a whole number", self.name) end
+  return core.call({ "INCRBY", self.key, n }, -1, "counter add")
+end
+
+-- c:get() -> the value (0 before the first add)
+function Counter:get()
+  return math.tointeger(tonumber(core.call({ "GET", self.key }, -1, "counter get") or 0))
+end
+
+-- sync.queue(name) ------------------------------------------------------------------
+
+local Queue = {}
+Queue.__index = Queue
+
+function coord.queue(name)
+  check.name("queue", "name", name)
+  return setmetatable({ key = keys.tg("queue:" .. name), name = name }, Queue)
+end
+
+-- q:push(value): a JSON-encodable value; handed straight to a waiting pop.
+function Queue:push(value)
+  local ok, text = pcall(json.encode, value)
+  if not ok then check.fail("queue '%s': the value cannot be sent as JSON: %s", self.name, tostring(text)) end
+  call(self.key, "queue", "push", nil, text, ("push to queue '%s'"):format(self.name))
+end
+
+-- q:pop([opts]) -> value.  Yields until a value is there; each value is
+-- popped by exactly one instance.
+function Queue:pop(opts)
+  local timeout = check.timeout("pop", opts)
+  local v = ticket(self.key, "queue", "pop", 1, 0, 1, timeout, ("pop from queue '%s'"):format(self.name))
+  return json.decode(v)
+end
+
+return coord
