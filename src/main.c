@@ -173,7 +173,7 @@ static void cfg_int(lua_State *L, const char *key, lua_Integer value) {
 
 /* Fill an instance's configuration (the registry table "tg.config") from
  * the TEST_* environment and the options.  2 on a bad value (printed). */
-static int build_config(tg_inst_t *inst, const tg_opts_t *o, tg_instcfg_t *ic) {
+int tg_build_config(tg_inst_t *inst, const tg_opts_t *o, tg_instcfg_t *ic) {
     lua_State *L = inst->L;
     char err[256];
     lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
@@ -192,6 +192,11 @@ static int build_config(tg_inst_t *inst, const tg_opts_t *o, tg_instcfg_t *ic) {
     cfg_str(L, "ip", ic->ip);
     lua_pushnumber(L, o->timeout);
     lua_setfield(L, -2, "timeout");
+    if (ic->label) {                    /* an instance of an in-process run */
+        cfg_str(L, "label", ic->label);
+        lua_pushboolean(L, ic->quiet_stdout);
+        lua_setfield(L, -2, "quiet_stdout");
+    }
     const char *st = getenv("TEST_START_TIME");
     int64_t ns = 0;
     if (st && *st) {
@@ -265,7 +270,9 @@ int tg_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted) {
         return tg_usage_error("cannot read plan \"%s\": %s", plan_path, strerror(errno));
     set_path(L, plan_path);
     lua_pushcfunction(L, traceback);
-    if (luaL_loadfile(L, plan_path) != LUA_OK)
+    char chunkname[4200];
+    snprintf(chunkname, sizeof chunkname, "@%s", plan_path);
+    if (tg_load_cached(L, &inst->rt->plan_chunk, NULL, 0, chunkname, 0) != LUA_OK)
         return tg_usage_error("plan does not compile: %s", lua_tostring(L, -1));
     if (lua_pcall(L, 0, 1, -2) != LUA_OK)
         return tg_usage_error("plan failed while loading: %s", lua_tostring(L, -1));
@@ -440,7 +447,7 @@ static int run_single(tg_opts_t *o) {
     snprintf(case_buf, sizeof case_buf, "%s", ic.case_name ? ic.case_name : "");
     ic.case_name = case_buf;
     lua_pop(inst->L, 2);
-    if ((status = build_config(inst, o, &ic)) != 0) goto out;
+    if ((status = tg_build_config(inst, o, &ic)) != 0) goto out;
 
     char prefix[1024];
     snprintf(prefix, sizeof prefix, "run:%s:plan:%s:case:%s", ic.run_id, ic.plan, ic.case_name);

@@ -3,6 +3,7 @@
  * the module loader that serves lua/ from the binary.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -80,6 +81,39 @@ static int open_core(lua_State *L) {
     return 1;
 }
 
+static int chunk_writer(lua_State *L, const void *p, size_t sz, void *ud) {
+    (void)L;
+    struct tg_chunk *c = ud;
+    char *d = realloc(c->data, c->len + sz);
+    if (!d) return 1;
+    memcpy(d + c->len, p, sz);
+    c->data = d;
+    c->len += sz;
+    return 0;
+}
+
+/* Load a chunk through the process-wide cache c: the first instance compiles
+ * (text) and dumps it, the others load the bytecode.  Strip drops debug info
+ * (line numbers, local names): a third less memory per state for the
+ * runtime's own modules; plans keep theirs. */
+int tg_load_cached(lua_State *L, struct tg_chunk *c, const char *text, size_t len,
+                   const char *chunkname, int strip) {
+    if (c->data) return luaL_loadbufferx(L, c->data, c->len, chunkname, "b");
+    int rc = text ? luaL_loadbufferx(L, text, len, chunkname, "t") : luaL_loadfilex(L, chunkname + 1, "t");
+    if (rc != LUA_OK) return rc;
+    if (lua_dump(L, chunk_writer, c, strip) != 0) {
+        free(c->data);
+        c->data = NULL;
+        c->len = 0;
+        return LUA_OK;                          /* uncached, still loaded */
+    }
+    if (strip) {                                /* the stripped one, as every other instance will */
+        lua_pop(L, 1);
+        return luaL_loadbufferx(L, c->data, c->len, chunkname, "b");
+    }
+    return LUA_OK;
+}
+
 /* package.searchers entry: the modules compiled from lua/ (or read from
  * rt->lua_dir when developing). */
 static int search_embedded(lua_State *L) {
@@ -97,7 +131,16 @@ static int search_embedded(lua_State *L) {
         }
         char chunk[128];
         snprintf(chunk, sizeof chunk, "@%s", e->path);
-        if (luaL_loadbuffer(L, e->data, e->len, chunk) != LUA_OK) return lua_error(L);
+        tg_rt_t *rt = inst->rt;
+        if (!rt->chunks) {
+            int n = 0;
+            while (tg_embedded_lua[n].name) n++;
+            rt->chunks = calloc((size_t)n, sizeof *rt->chunks);
+            rt->nchunks = rt->chunks ? n : 0;
+        }
+        int rc = rt->chunks ? tg_load_cached(L, &rt->chunks[i], e->data, e->len, chunk, rt->strip)
+                            : luaL_loadbuffer(L, e->data, e->len, chunk);
+        if (rc != LUA_OK) return lua_error(L);
         lua_pushstring(L, e->path);
         return 2;
     }
@@ -105,15 +148,25 @@ static int search_embedded(lua_State *L) {
     return 1;
 }
 
+static int panic(lua_State *L) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "tgrun: PANIC: unprotected error in the Lua runtime: %s\n", msg ? msg : "?");
+    return 0;                                   /* then abort() */
+}
+
 tg_inst_t *tg_inst_new(tg_rt_t *rt) {
     tg_inst_t *inst = calloc(1, sizeof *inst);
     if (!inst) return NULL;
     inst->rt = rt;
     inst->ctx.inst = inst;
-    lua_State *L = luaL_newstate();
+    lua_State *L = lua_newstate(tg_pool_lua_alloc, &rt->pool);
     if (!L) { free(inst); return NULL; }
     inst->L = L;
+    lua_atpanic(L, panic);
     *(tg_ctx_t **)lua_getextraspace(L) = &inst->ctx;
+    /* Generational: a waiting instance holds little garbage, which matters
+     * when ten thousand of them share a process. */
+    lua_gc(L, LUA_GCGEN, 0, 0);
     luaL_openlibs(L);
 
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

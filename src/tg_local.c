@@ -39,6 +39,7 @@
 
 #include "tg_json.h"
 #include "tg_main.h"
+#include "tg_redis.h"
 
 extern char **environ;
 
@@ -57,7 +58,7 @@ typedef struct child {
     int group;                  /* index into run->groups */
     int index;                  /* 0-based within its group */
     char label[96];
-    char outdir[4400];
+    char *outdir;               /* malloc'd */
     int spawned, exited, handles, unfinished;
     int64_t status;
     int signal;
@@ -81,6 +82,7 @@ typedef struct run {
     int tty, interrupted, timed_out, termed;
     double t0;
     lua_State *L;               /* only for decoding event lines */
+    tg_rt_t *rt;                /* --inproc: the runtime all instances share */
     char run_id[64], case_name[256], plan[256];
     char outputs[4096], tmpdir[4096], sock[4200], redis_url[4300];
     char exe[4096];
@@ -112,6 +114,7 @@ static void on_progress(uv_timer_t *h) {
     run_t *r = h->data;
     int ok, failed;
     counts(r, &ok, &failed);
+    fflush(stdout);
     fprintf(stderr, "\r\033[Ktgrun: %d instances: %d running, %d succeeded, %d failed, %.1f s",
             r->n, r->running, ok, failed, now() - r->t0);
     fflush(stderr);
@@ -314,10 +317,18 @@ static int is_ours(const char *e) {
     return 0;
 }
 
+/* <outputs>/<run>/<group>/<index>, malloc'd */
+static char *outdir_of(run_t *r, int g, long j) {
+    size_t n = strlen(r->outputs) + strlen(r->run_id) + strlen(r->groups[g].name) + 32;
+    char *d = malloc(n);
+    if (d) snprintf(d, n, "%s/%s/%s/%ld", r->outputs, r->run_id, r->groups[g].name, j);
+    return d;
+}
+
 static int spawn_child(run_t *r, child_t *c, const char *params, const char *start) {
     char tmp[4200], n[32], gn[32], timeout[64];
     snprintf(tmp, sizeof tmp, "%s/%s/%d", r->tmpdir, r->groups[c->group].name, c->index);
-    if (tg_mkdir_p(c->outdir) < 0 || tg_mkdir_p(tmp) < 0) return -errno;
+    if (!c->outdir || tg_mkdir_p(c->outdir) < 0 || tg_mkdir_p(tmp) < 0) return -errno;
     snprintf(n, sizeof n, "%d", r->n);
     snprintf(gn, sizeof gn, "%ld", r->groups[c->group].count);
     snprintf(timeout, sizeof timeout, "%g", r->o->timeout);
@@ -532,6 +543,136 @@ static int summarize(run_t *r) {
     return 1;
 }
 
+/* ---- tgrun -n N --inproc -------------------------------------------------- */
+
+/* N instances in this process: one lua_State each, one loop, one pair of
+ * Redis connections.  Each child_t stands for an instance instead of a
+ * process, so that the summary is the same. */
+static void on_inproc_done(tg_inst_t *inst) {
+    child_t *c = inst->user;
+    run_t *r = c->run;
+    c->exited = 1;
+    c->status = tg_main_result(inst);
+    if (inst->error && !c->error) set_error(&c->error, inst->error, strlen(inst->error));
+    c->outcome = c->status == 0 ? TG_OUT_SUCCESS : TG_OUT_FAILURE;
+    c->unfinished = inst->rt->interrupts > 0;
+    if (--r->running == 0) uv_stop(inst->rt->loop);
+}
+
+static void on_inproc_progress(uv_timer_t *h) {
+    on_progress(h);
+}
+
+static void on_inproc_watchdog(uv_timer_t *h) {
+    run_t *r = h->data;
+    tg_rt_t *rt = r->rt;
+    if (!r->timed_out) {
+        /* the run's deadline passed and some wait did not end by itself */
+        r->timed_out = 1;
+        clear_progress(r);
+        fprintf(stderr, "tgrun: the run's deadline (%g s) has passed: stopping %d instance(s)\n",
+                r->o->timeout, r->running);
+        rt->interrupts++;
+        tg_rt_interrupt(rt, "the run's deadline");
+        uv_timer_start(h, on_inproc_watchdog, KILL_SECS * 1000, 0);
+        return;
+    }
+    /* still stuck (plan code that never yields cannot be interrupted): give up */
+    uv_stop(rt->loop);
+}
+
+static int run_inproc(run_t *r, tg_kvlist_t *params) {
+    uv_loop_t loop;
+    tg_rt_t rt;
+    char err[600], prefix[1024];
+    uv_loop_init(&loop);
+    tg_rt_init(&rt, &loop);
+    r->rt = &rt;
+    rt.deadline = tg_rt_now() + r->o->timeout;
+    rt.lua_dir = getenv("TG_LUA_DIR");
+    rt.on_inst_done = on_inproc_done;
+    rt.strip = 1;
+    tg_rt_handle_signals(&rt);
+    int status = 2;
+
+    tg_redis_addr_t addr;
+    if (r->redis_url[0]) {
+        if (tg_redis_addr_parse(r->redis_url, &addr, err, sizeof err) < 0) {
+            status = tg_usage_error("%s", err);
+            goto out;
+        }
+    } else if (tg_redis_target(r->o, &addr) < 0) goto out;
+    snprintf(prefix, sizeof prefix, "run:%s:plan:%s:case:%s", r->run_id, r->plan, r->case_name);
+    if (tg_redis_open(&rt, &addr, prefix, 5, err, sizeof err) < 0) {
+        status = tg_usage_error("%s", err);
+        goto out;
+    }
+
+    int i = 0;
+    for (int g = 0; g < r->ngroups; g++) {
+        for (long j = 0; j < r->groups[g].count; j++, i++) {
+            child_t *c = &r->kids[i];
+            char tmp[4200];
+            c->run = r;
+            c->group = g;
+            c->index = (int)j;
+            snprintf(c->label, sizeof c->label, "%s[%ld]", r->groups[g].name, j);
+            c->outdir = outdir_of(r, g, j);
+            snprintf(tmp, sizeof tmp, "%s/%s/%ld", r->tmpdir, r->groups[g].name, j);
+            tg_inst_t *inst = tg_inst_new(&rt);
+            if (!inst || !c->outdir || tg_mkdir_p(c->outdir) < 0 || tg_mkdir_p(tmp) < 0) {
+                fprintf(stderr, "tgrun: cannot set up %s: %s\n", c->label, inst ? strerror(errno) : "out of memory");
+                continue;
+            }
+            inst->index = i;
+            inst->user = c;
+            tg_instcfg_t ic = {0};
+            ic.plan = r->plan;
+            ic.run_id = r->run_id;
+            ic.case_name = r->case_name;
+            ic.group_id = r->groups[g].name;
+            ic.instance_count = r->n;
+            ic.group_instance_count = (int)r->groups[g].count;
+            ic.outputs = c->outdir;
+            ic.temp = tmp;
+            ic.ip = "127.0.0.1";
+            ic.params = params;
+            ic.label = c->label;
+            ic.quiet_stdout = r->tty;
+            if (tg_load_plan(inst, r->o->plan_path, r->case_name) != 0
+                || tg_build_config(inst, r->o, &ic) != 0 || tg_start_main(inst) != 0) {
+                status = 2;
+                goto out;
+            }
+            lua_gc(inst->L, LUA_GCCOLLECT);     /* leave no set-up garbage behind */
+            c->spawned = 1;
+            r->running++;
+        }
+    }
+    uv_timer_t progress, watchdog;
+    uv_timer_init(&loop, &progress);
+    uv_timer_init(&loop, &watchdog);
+    progress.data = watchdog.data = r;
+    if (r->tty) uv_timer_start(&progress, on_inproc_progress, 0, 250);
+    uv_timer_start(&watchdog, on_inproc_watchdog, (uint64_t)((r->o->timeout + GRACE_SECS) * 1000), 0);
+    if (r->running > 0) uv_run(&loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&progress, NULL);
+    uv_close((uv_handle_t *)&watchdog, NULL);
+    for (int k = 0; k < r->n; k++) {
+        child_t *c = &r->kids[k];
+        if (c->spawned && !c->exited) {     /* stopped by the watchdog */
+            c->unfinished = 1;
+            set_error(&c->error, "did not yield to the runtime after the deadline", 47);
+            c->outcome = TG_OUT_FAILURE;
+        }
+    }
+    status = summarize(r);
+out:
+    r->rt = NULL;
+    tg_shutdown(&rt);
+    return status;
+}
+
 /* ---- tgrun -n N ---------------------------------------------------------- */
 
 static int load_check(run_t *r, tg_opts_t *o) {
@@ -647,6 +788,12 @@ int tg_local_run(tg_opts_t *o, const char *argv0) {
     clock_gettime(CLOCK_REALTIME, &ts);
     tg_rfc3339_format((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, start, sizeof start);
 
+    if (o->inproc) {
+        r->t0 = now();
+        if (r->tty) setvbuf(stdout, NULL, _IOLBF, 0);
+        status = run_inproc(r, &params);
+        goto out_loop;
+    }
     uv_timer_init(&r->loop, &r->deadline);
     uv_timer_init(&r->loop, &r->killer);
     uv_timer_init(&r->loop, &r->progress);
@@ -667,7 +814,7 @@ int tg_local_run(tg_opts_t *o, const char *argv0) {
             c->group = g;
             c->index = (int)j;
             snprintf(c->label, sizeof c->label, "%s[%ld]", r->groups[g].name, j);
-            snprintf(c->outdir, sizeof c->outdir, "%.4000s/%s/%s/%ld", r->outputs, r->run_id, r->groups[g].name, j);
+            c->outdir = outdir_of(r, g, j);
             int src = spawn_child(r, c, pstr, start);
             if (src < 0) {
                 clear_progress(r);
@@ -695,6 +842,7 @@ out:
     if (r->kids)
         for (int k = 0; k < r->n; k++) {
             free(r->kids[k].error);
+            free(r->kids[k].outdir);
             free(r->kids[k].stderr_first);
             free(r->kids[k].lo.buf);
             free(r->kids[k].le.buf);

@@ -35,6 +35,8 @@ typedef struct tg_instcfg {
     const char *plan, *run_id, *case_name, *group_id, *outputs, *temp, *ip;
     int instance_count, group_instance_count, sidecar;
     const tg_kvlist_t *params;
+    const char *label;          /* in-process runs: "group[index]" for output lines */
+    int quiet_stdout;           /* in-process runs on a terminal: only failures print */
 } tg_instcfg_t;
 
 /* Print "tgrun: <message>" on stderr and return 2. */
@@ -43,6 +45,8 @@ void tg_random_id(char *buf, size_t len);
 int tg_mkdir_p(const char *path);
 /* --redis, else REDIS_HOST/REDIS_PORT: 0; neither given: 1 (a local default in *a); bad: <0 (printed). */
 int tg_redis_target(const tg_opts_t *o, tg_redis_addr_t *a);
+/* Fill the instance's config table (registry "tg.config"); 2 on a bad value. */
+int tg_build_config(tg_inst_t *inst, const tg_opts_t *o, tg_instcfg_t *ic);
 int tg_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted);
 int tg_start_main(tg_inst_t *inst);
 int tg_main_result(tg_inst_t *inst);

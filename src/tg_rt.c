@@ -60,6 +60,13 @@ void tg_rt_handle_signals(tg_rt_t *rt) {
 
 void tg_rt_close(tg_rt_t *rt) {
     rt->closing = 1;
+    for (int i = 0; i < rt->nchunks; i++) free(rt->chunks[i].data);
+    free(rt->chunks);
+    rt->chunks = NULL;
+    rt->nchunks = 0;
+    free(rt->plan_chunk.data);
+    rt->plan_chunk.data = NULL;
+    tg_pool_free(&rt->pool);
     if (rt->signals_on) {
         uv_close((uv_handle_t *)&rt->sigint, NULL);
         uv_close((uv_handle_t *)&rt->sigterm, NULL);

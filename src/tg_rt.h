@@ -29,6 +29,8 @@
 #include <lua.h>
 #include <uv.h>
 
+#include "tg_pool.h"
+
 typedef struct tg_rt tg_rt_t;
 typedef struct tg_inst tg_inst_t;
 typedef struct tg_task tg_task_t;
@@ -107,6 +109,14 @@ struct tg_rt {
     uv_signal_t sigint, sigterm;
     int signals_on;
     const char *lua_dir;        /* develop: load lua/ from here instead of the binary */
+    /* Compiled chunks, shared by every instance of the process: each module
+     * of lua/ (stripped of debug info) and the plan, compiled once and
+     * loaded as bytecode by the next instance. */
+    struct tg_chunk { char *data; size_t len; } *chunks;
+    int nchunks;
+    struct tg_chunk plan_chunk;
+    tg_pool_t pool;             /* memory of every lua_State of the process */
+    int strip;                  /* compile lua/ without debug info (--inproc: memory) */
 };
 
 /* ---- runtime ---------------------------------------------------------- */
@@ -175,6 +185,12 @@ void tg_wait_abort(tg_task_t *t, int why);
  * deadline) when idx is none/nil or has no timeout.  Raises "invalid" for a
  * non-table or a bad timeout. */
 double tg_opt_timeout(lua_State *L, int idx);
+
+/* Load a chunk through the process-wide cache c (see tg_rt_t.chunks): text
+ * (len bytes) or, when text is NULL, the file named by chunkname ("@path").
+ * Pushes the function; returns a lua_load status. */
+int tg_load_cached(lua_State *L, struct tg_chunk *c, const char *text, size_t len,
+                   const char *chunkname, int strip);
 
 /* ---- errors ------------------------------------------------------------- */
 

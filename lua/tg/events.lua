@@ -14,11 +14,35 @@ local function open()
   end
 end
 
+-- In an in-process run many instances share stdout: print what the process
+-- runner would print for an instance ("group[i] text"), and keep run.out
+-- closed between lines (ten thousand instances, ten thousand files).
+local function human(ev)
+  if ev.message_event then return ev.message_event.message, false end
+  if ev.success_event then return "success", false end
+  if ev.failure_event then return "FAILED: " .. tostring(ev.failure_event.error):match("^[^\n]*"), true end
+  if ev.crash_event then return "CRASHED: " .. tostring(ev.crash_event.error):match("^[^\n]*"), true end
+  if ev.start_event then return "start", false end
+  if ev.stage_start_event then return "stage start " .. ev.stage_start_event.name, false end
+  if ev.stage_end_event then return "stage end " .. ev.stage_end_event.name, false end
+  return json.encode(ev), false
+end
+
 -- Write one event object; returns the line.
 function events.emit(ev)
-  open()
   local line = ('{"ts":%d,"msg":"","group_id":%s,"run_id":%s,"event":%s}'):format(
     core.time_ns(), json.encode(cfg.group_id or ""), json.encode(cfg.run_id or ""), json.encode(ev))
+  if cfg.label then
+    local text, important = human(ev)
+    if important or not cfg.quiet_stdout then io.stdout:write(cfg.label, " ", text, "\n") end
+    local f = cfg.outputs_path and io.open(cfg.outputs_path .. "/run.out", "a")
+    if f then
+      f:write(line, "\n")
+      f:close()
+    end
+    return line
+  end
+  open()
   io.stdout:write(line, "\n")
   io.stdout:flush()
   if out then

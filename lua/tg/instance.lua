@@ -72,6 +72,7 @@ function M.main(case_fn)
     start_time = cfg.start_time,
   } } })
 
+  local heartbeat
   local ok, err = xpcall(function()
     if cfg.sidecar then
       events.stage("stage_start", "network-initialized")
@@ -82,7 +83,7 @@ function M.main(case_fn)
     env.global_seq = sync.signal_entry("initialized_global")
     env.group_seq = sync.signal_entry("initialized_group_" .. cfg.group_id)
     cfg.global_seq, cfg.group_seq = env.global_seq, env.group_seq   -- for tg.roles
-    session.start(env.global_seq)
+    heartbeat = session.start(env.global_seq)
     case_fn(env)
   end, function(e)
     return { e = e, tb = debug.traceback(nil, 2) }
@@ -109,6 +110,7 @@ function M.main(case_fn)
     end
   end
   events.emit(ev)
+  if heartbeat then heartbeat:cancel() end
   if cfg.global_seq and not core.redis_down() then
     if status == 0 then session.bye(cfg.global_seq)
     else session.die(cfg.global_seq, first or "failed") end
