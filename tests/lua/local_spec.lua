@@ -123,3 +123,58 @@ describe("tgrun -n", function()
     assert.matches('parameter "rounds" is not an integer: "many"', r.stdout)
   end)
 end)
+
+describe("tgrun -n --inproc", function()
+  it("runs 200 instances in two groups in one process, each with its own env", function()
+    local out = h.tmpdir()
+    local r = run({ "-n", "200", "--inproc", "-g", "seeds=50", "-g", "leeches=150", "-c", "all",
+      "--run-id", "ip200", "--outputs", out, PLAN })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("200 instances, 200 succeeded, 0 failed", r.stdout)
+    assert.matches("group seeds: 50 succeeded, 0 failed", r.stdout)
+    local seen, gseen = {}, { seeds = {}, leeches = {} }
+    for n, g, gs in r.stdout:gmatch("entered as (%d+) of 200 %(group (%a+), (%d+)%)") do
+      assert.is_nil(seen[tonumber(n)], "two instances entered as " .. n)
+      seen[tonumber(n)] = true
+      gseen[g][tonumber(gs)] = true
+    end
+    for i = 1, 200 do assert.truthy(seen[i], "no instance entered as " .. i) end
+    for i = 1, 50 do assert.truthy(gseen.seeds[i], "no seed with group_seq " .. i) end
+    for i = 1, 150 do assert.truthy(gseen.leeches[i], "no leech with group_seq " .. i) end
+    assert.matches('"success_event"', h.read(out .. "/ip200/leeches/149/run.out"))
+  end)
+
+  it("all-to-all: every instance sees every value in the same order", function()
+    local r = run({ "-n", "60", "--inproc", "-c", "all_to_all", PLAN })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    local orders = {}
+    for o in r.stdout:gmatch("order ([%d,]+)") do orders[#orders + 1] = o end
+    assert.equal(60, #orders)
+    for i = 2, 60 do assert.equal(orders[1], orders[i]) end
+    local n = select(2, orders[1]:gsub(",", "")) + 1
+    assert.equal(60, n)
+  end)
+
+  it("reports the failing instance, exit 1", function()
+    local r = run({ "-n", "6", "--inproc", "-c", "one_fails", PLAN })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.matches("6 instances, 5 succeeded, 1 failed", r.stdout)
+    assert.matches("single%[%d%] failed: .*local.lua:14: instance two gives up", r.stdout)
+  end)
+
+  it("ends every wait at the run's deadline, naming the barrier and the counts", function()
+    local r = run({ "-n", "5", "--inproc", "-c", "hang", "--timeout", "1" })
+    assert.equal(2, r.code)   -- no plan: usage
+    r = run({ "-n", "5", "--inproc", "-c", "hang", "--timeout", "1", PLAN })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.is_true(r.secs < 8, "took " .. r.secs)
+    assert.matches("timed out after [%d.]+ s %(the run's deadline%): 4 of 5 entered", r.stdout)
+  end)
+
+  it("stops waits that outlive the deadline and says what each waited for", function()
+    local r = run({ "-n", "3", "--inproc", "-c", "hang_long", "--timeout", "1", PLAN })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.is_true(r.secs < 12, "took " .. r.secs)
+    assert.matches("did not finish: interrupted %(the run's deadline%) while waiting at barrier 'done': 2 of 3 entered", r.stdout)
+  end)
+end)

@@ -25,6 +25,16 @@ function cases.hang_long(env)
   sync.barrier("done", env.instance_count, { timeout = 60 })
 end
 
+-- every instance publishes one value and takes them all, in the same order
+function cases.all_to_all(env)
+  local seq, sub = sync.publish_subscribe("peers", { from = env.global_seq })
+  local got = sub:take(env.instance_count, { timeout = 30 })
+  local order = {}
+  for i, v in ipairs(got) do order[i] = v.from end
+  log.info("order %s", table.concat(order, ","))
+  sync.signal_and_wait("done", env.instance_count)
+end
+
 function cases.bad_param(env)
   env:int("rounds")
 end
