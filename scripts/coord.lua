@@ -6,16 +6,18 @@
 --          session operations, P:tg:sessions
 -- ARGV     op, kind, ticket, value, prefix, inbox, sid, n, lease_ms, capacity, ttl
 --   op     acquire | release | withdraw | reject | push | pop | holder
---          | beat | die | bye
+--          | add (counters) | beat | die | bye
 --   kind   "sem" or "queue"
 --   ticket the waiter's ticket id ("<process>:<n>"), unique in the run
 --   prefix P = run:<run>:plan:<plan>:case:<case>; the run's other keys are
 --          derived from it: P:tg:notify, P:tg:dead, P:tg:leases,
 --          P:tg:held:<sid>, P:tg:queued:<sid>
+-- n      permits to acquire, or to release (release: part of what the
+--        ticket holds; the rest stays held)
 -- Replies: acquire/pop {1, value} when granted at once, {0} when queued (the
 --          value arrives later in the ticket's process inbox as an entry
 --          w=<ticket> v=<value> x=<R> t=<kind>); release 1 or 0 (not held);
---          push 1; holder "<sid>" or false; beat/die/bye the number of
+--          push 1; holder "<sid>" or false; add the new value; beat/die/bye the number of
 --          sessions reaped or ended.
 --
 -- Why atomic: every operation reads and changes the holders, the queue of
@@ -40,6 +42,7 @@ local function deliver(res, k, w, info, v)
   -- info = "inbox sid n lease"
   local ibox = string.match(info, '^(%S+)')
   redis.call('XADD', ibox, 'MAXLEN', '~', 1000, '*', 'w', w, 'v', v, 'x', res, 't', k)
+  redis.call('EXPIRE', ibox, ttl)
 end
 
 local function parse(info)
@@ -82,12 +85,20 @@ local function serve(res)
   end
 end
 
-local function release(res, w)
+-- give back part (default: all) of the permits that ticket w holds
+local function release(res, w, part)
   local h = redis.call('HGET', res .. ':holders', w)
   if not h then return 0 end
   local s, cnt = string.match(h, '^(%S+) (%S+)$')
+  cnt = tonumber(cnt)
+  if part and part < cnt then
+    redis.call('HSET', res .. ':holders', w, s .. ' ' .. (cnt - part))
+    redis.call('HINCRBY', res, 'used', -part)
+    serve(res)
+    return 1
+  end
   redis.call('HDEL', res .. ':holders', w)
-  redis.call('HINCRBY', res, 'used', -tonumber(cnt))
+  redis.call('HINCRBY', res, 'used', -cnt)
   redis.call('SREM', P .. ':tg:held:' .. s, res .. ' ' .. w)
   redis.call('ZREM', P .. ':tg:leases', res .. ' ' .. w)
   serve(res)
@@ -173,7 +184,7 @@ if op == 'acquire' then
   redis.call('SADD', P .. ':tg:queued:' .. sid, R .. ' ' .. ticket)
   return { 0 }
 elseif op == 'release' then
-  return release(R, ticket)
+  return release(R, ticket, n)
 elseif op == 'withdraw' then
   withdraw(R, ticket)
   return 1
@@ -185,6 +196,11 @@ elseif op == 'holder' then
   local h = redis.call('HGETALL', R .. ':holders')
   if h[2] then return string.match(h[2], '^(%S+)') end
   return false
+elseif op == 'add' then
+  -- a counter (sync.counter): R is a plain integer key; value the increment
+  local v = redis.call('INCRBY', R, value)
+  redis.call('EXPIRE', R, ttl)
+  return v
 elseif op == 'push' then
   return push(R, value, false)
 elseif op == 'pop' then
@@ -195,12 +211,21 @@ elseif op == 'pop' then
   redis.call('SADD', P .. ':tg:queued:' .. sid, R .. ' ' .. ticket)
   return { 0 }
 elseif op == 'beat' then
-  -- refresh this session; end the sessions and leases that expired
+  -- refresh this process's sessions (sid: "3 17 42 ..."), then end the
+  -- sessions and leases that expired; one call per process, however many
+  -- instances it runs
   local t = now_ms()
-  if sid ~= '' then
-    redis.call('ZADD', R, t + lease, sid)
-    redis.call('EXPIRE', R, ttl)
+  local args = {}
+  for s in string.gmatch(sid, '%S+') do
+    args[#args + 1] = t + lease
+    args[#args + 1] = s
+    if #args >= 2000 then
+      redis.call('ZADD', R, unpack(args))
+      args = {}
+    end
   end
+  if #args > 0 then redis.call('ZADD', R, unpack(args)) end
+  if sid ~= '' then redis.call('EXPIRE', R, ttl) end
   local ended = 0
   for _, s in ipairs(redis.call('ZRANGEBYSCORE', R, '-inf', t, 'LIMIT', 0, 16)) do
     ended = ended + die(s, 'session expired')

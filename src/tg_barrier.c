@@ -132,7 +132,10 @@ void tg_barrier_on_reply(tg_redis_t *r, req_t *q, redisReply *rep) {
     if (rep->integer > w->list->count) w->list->count = rep->integer;
     blist_t *l = w->list;
     bw_try_release(w);
-    /* Peers died before this wait began: can it still complete? */
+    /* Peers died before this wait began: can it still complete?  (Only when
+     * this process heard of a death: checking every wait would cost a script
+     * call per barrier; a death from before this process started reading
+     * the notify stream is caught by the next death or the timeout.) */
     if (r->ndead > 0 && l->head) check_feasible(r, l);
 }
 
@@ -306,7 +309,11 @@ static void on_feasible(redisAsyncContext *ac, void *reply, void *priv) {
         long long dead_entered = rep->element[2]->integer;
         const char *ids = rep->element[3]->str ? rep->element[3]->str : "?";
         long long most = l->instances - ndead + dead_entered;
+        if (ndead > r->ndead) r->ndead = ndead;     /* deaths from before this process read the stream */
         if (count > l->count) l->count = count;
+        /* Nobody died: the bound below assumes each instance enters at most
+         * once, which tasks of one instance entering together break. */
+        if (ndead == 0) most = count + l->instances + 1000000000LL;
         bwaiter_t *w = l->head, *next;
         for (; w; w = next) {
             next = w->next;

@@ -150,6 +150,7 @@ void tg_redis_lost(tg_redis_t *r, const char *why) {
     uv_timer_stop(&r->safety);
     uv_timer_stop(&r->retry);
     uv_timer_stop(&r->reissue);
+    if (r->session_timer_on) uv_timer_stop(&r->session_timer);
     size_t b;
     for (tg_map_ent_t *e = tg_map_next(&r->barriers, NULL, &b); e; e = tg_map_next(&r->barriers, e, &b)) {
         blist_t *l = e->value;
@@ -335,6 +336,7 @@ void tg_redis_close(tg_rt_t *rt) {
     uv_close((uv_handle_t *)&r->retry, NULL);
     uv_close((uv_handle_t *)&r->reissue, NULL);
     uv_close((uv_handle_t *)&r->tick, NULL);
+    tg_session_free(r);
     /* The timers are inside r: run the loop so their close callbacks are done. */
     uv_run(rt->loop, UV_RUN_NOWAIT);
     rt->redis = NULL;
@@ -848,6 +850,7 @@ static const luaL_Reg redis_funcs[] = {
 void tg_redis_open_lua(lua_State *L) {
     tg_barrier_open_lua(L);
     tg_coord_open_lua(L);
+    tg_session_open_lua(L);
     if (luaL_newmetatable(L, SUB_META)) {
         luaL_newlib(L, sub_methods);
         lua_setfield(L, -2, "__index");

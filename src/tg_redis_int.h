@@ -102,6 +102,10 @@ struct tg_redis {
     tg_map_t tickets;           /* ticket id -> ticket_t, for waits served through the inbox */
     unsigned long long ticket_seq;
     long long ndead;            /* peers known to have failed or died */
+    char **sessions;            /* sids of this process's instances (tg_session.c) */
+    int nsessions, capsessions, session_timer_on;
+    long long session_ttl_ms;
+    uv_timer_t session_timer;
 };
 
 enum { REQ_CALL, REQ_SCRIPT, REQ_BARRIER, REQ_TICKET };
@@ -144,5 +148,9 @@ void tg_coord_lost(tg_redis_t *r);
 void tg_coord_on_reply(req_t *q, redisReply *rep);
 void tg_coord_free(tg_redis_t *r);
 void tg_coord_open_lua(lua_State *L);
+
+/* tg_session.c */
+void tg_session_free(tg_redis_t *r);
+void tg_session_open_lua(lua_State *L);
 
 #endif

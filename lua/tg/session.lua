@@ -1,5 +1,5 @@
 -- tg.session -- this instance's session in Redis: a member of P:tg:sessions
--- whose expiry the runtime pushes forward every ttl/3 seconds.  When it
+-- whose expiry the runtime pushes forward every ttl/3 seconds (src/tg_session.c).  When it
 -- lapses (the instance was killed, or lost the network) any instance's next
 -- heartbeat declares it dead: its locks, permits and leadership come back and
 -- the run hears of it (barriers that can no longer complete fail with
@@ -19,19 +19,11 @@ local function coord(op, sid, value, lease_ms, timeout)
     timeout or 5, "session " .. op)
 end
 
--- Start the heartbeat task of instance sid; returns it.
+-- Start keeping instance sid alive: the process's one heartbeat (in C)
+-- covers every instance it runs.  Returns a handle with :cancel().
 function session.start(sid)
-  local ms = math.floor(session.ttl * 1000)
-  coord("beat", sid, nil, ms)
-  local tg = require "tg"
-  return tg.spawn(function()
-    while true do
-      tg.sleep(session.ttl / 3)
-      if not pcall(coord, "beat", sid, nil, ms, session.ttl) then
-        if core.redis_down() then return end
-      end
-    end
-  end)
+  core.session_add(tostring(sid), session.ttl)
+  return { cancel = function() core.session_remove(tostring(sid)) end }
 end
 
 -- The instance failed: tell the run now, not when the session lapses.
