@@ -184,7 +184,7 @@ static void finish(tg_task_t *t, int ok, int nres) {
         tg_task_t *j = t->joiners;
         t->joiners = j->next_joiner;
         j->abort = NULL;
-        tg_task_unref(t);                       /* the joiner's reference */
+        t->refs--;                              /* the joiner's; "running" is still held */
         lua_State *jco = tg_wait_target(j, j->token);
         if (!jco) continue;
         lua_rawgeti(jco, LUA_REGISTRYINDEX, t->results_ref);
@@ -208,7 +208,7 @@ static void finish(tg_task_t *t, int ok, int nres) {
     }
 
     if (t == inst->main && inst->rt->on_inst_done) inst->rt->on_inst_done(inst);
-    tg_task_unref(t);                           /* the "running" reference */
+    t->refs--;      /* "running"; never the last: drain() holds the queue's */
 }
 
 static void resume(tg_task_t *t) {
