@@ -317,7 +317,11 @@ static void on_feasible(redisAsyncContext *ac, void *reply, void *priv) {
         bwaiter_t *w = l->head, *next;
         for (; w; w = next) {
             next = w->next;
-            if (w->tolerant || w->target <= most || w->target <= l->count) continue;
+            /* A target above the instance count, or more entries than
+             * instances, means instances enter more than once (from several
+             * tasks): the bound does not hold, so do not judge. */
+            if (w->tolerant || w->target <= most || w->target <= l->count
+                || w->target > l->instances || count > l->instances) continue;
             tg_task_t *t = w->task;
             char label[128];
             memcpy(label, w->label, sizeof label);

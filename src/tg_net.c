@@ -90,7 +90,6 @@ typedef struct dial {
 /* A write in flight, with its own copy of the data. */
 typedef struct wreq {
     uv_write_t req;
-    conn_t *c;
     tg_task_t *t;               /* referenced until on_write */
     uint64_t token;
     char data[];
@@ -218,6 +217,13 @@ static const char *err_why(int err) {
     }
 }
 
+/* tg_wait_target() found no room on the stack of a wait that is still
+ * pending: take our abort hook off it, since its data may go away before
+ * the deadline ends the wait. */
+static void unhook(tg_task_t *t, uint64_t token, void *data) {
+    if (t->token == token && t->state == TG_TASK_WAITING && t->abort_data == data) t->abort = NULL;
+}
+
 /* Writing to a peer that went away must fail with EPIPE, not kill tgrun. */
 static void ignore_sigpipe(void) {
     struct sigaction sa;
@@ -339,7 +345,10 @@ static void serve_reader(conn_t *c) {
     tg_task_t *t = c->reader;
     c->reader = NULL;
     lua_State *co = tg_wait_target(t, c->rtoken);
-    if (!co) return;
+    if (!co) {
+        unhook(t, c->rtoken, c);
+        return;
+    }
     int ok = read_push(co, c, c->rmode, c->rwant, t->what);
     tg_wait_done(t, ok, 1);
 }
@@ -545,7 +554,6 @@ static int l_net_write(lua_State *L) {
     }
     memcpy(w->data, data, len);
     w->req.data = w;
-    w->c = c;
     w->t = t;
     w->token = t->token;
     uv_buf_t ub = uv_buf_init(w->data, (unsigned)len);
@@ -567,6 +575,7 @@ static int l_net_close(lua_State *L) {
     return 0;
 }
 
+/* __gc and __close of "tg.conn": close it unless closed. */
 static int l_net_conn_gc(lua_State *L) {
     conn_box_t *b = luaL_checkudata(L, 1, CONN_META);
     if (b->c) conn_close(b->c);
@@ -577,7 +586,7 @@ static int l_net_conn_gc(lua_State *L) {
 /* conn.peer, conn.address, else the methods (upvalue 1). */
 static int l_net_conn_index(lua_State *L) {
     conn_box_t *b = luaL_checkudata(L, 1, CONN_META);
-    const char *k = lua_tostring(L, 2);
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
     if (k && strcmp(k, "peer") == 0) lua_pushstring(L, b->peer);
     else if (k && strcmp(k, "address") == 0) lua_pushstring(L, b->local);
     else {
@@ -587,6 +596,7 @@ static int l_net_conn_index(lua_State *L) {
     return 1;
 }
 
+/* tostring(conn) -> "tg.conn local -> peer [(closed)]" */
 static int l_net_conn_tostring(lua_State *L) {
     conn_box_t *b = luaL_checkudata(L, 1, CONN_META);
     lua_pushfstring(L, "tg.conn %s -> %s%s", b->local, b->peer, b->c ? "" : " (closed)");
@@ -602,7 +612,10 @@ static void dial_free(dial_t *d) {
 
 /* End the dial's wait with the error err (a libuv code). */
 static void dial_fail(dial_t *d, int err) {
-    if (!tg_wait_target(d->t, d->token)) return;
+    if (!tg_wait_target(d->t, d->token)) {
+        unhook(d->t, d->token, d);
+        return;
+    }
     if (err == UV_ECONNREFUSED) tg_wait_fail(d->t, "refused", "connect to %s refused", d->address);
     else if (err == UV_ETIMEDOUT)
         tg_wait_fail(d->t, "timeout", "connect to %s timed out (no answer from the host)", d->address);
@@ -623,6 +636,7 @@ static void on_connect(uv_connect_t *req, int status) {
     conn_t *c = d->c;
     lua_State *co = d->aborted ? NULL : tg_wait_target(d->t, d->token);
     if (!co || status < 0) {
+        if (!co && !d->aborted) unhook(d->t, d->token, d);
         conn_close(c);
         if (co) dial_fail(d, status);
         dial_free(d);
@@ -638,8 +652,7 @@ static void on_connect(uv_connect_t *req, int status) {
 static void dial_connect(dial_t *d, uv_loop_t *loop, const struct sockaddr *sa) {
     conn_t *c = conn_new(loop);
     if (!c) {
-        if (tg_wait_target(d->t, d->token))
-            tg_wait_fail(d->t, "net", "connect to %s: out of memory", d->address);
+        dial_fail(d, UV_ENOMEM);
         dial_free(d);
         return;
     }
@@ -656,6 +669,7 @@ static void dial_connect(dial_t *d, uv_loop_t *loop, const struct sockaddr *sa) 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     dial_t *d = req->data;
     if (d->aborted || !tg_wait_target(d->t, d->token)) {
+        if (!d->aborted) unhook(d->t, d->token, d);
         if (res) uv_freeaddrinfo(res);
         dial_free(d);
         return;
@@ -710,7 +724,7 @@ static int l_net_connect(lua_State *L) {
         dial_connect(d, loop, (struct sockaddr *)&ss);
     } else {
         struct addrinfo hints;
-        char portstr[8];
+        char portstr[12];
         memset(&hints, 0, sizeof hints);
         hints.ai_family = AF_UNSPEC;
         hints.ai_socktype = SOCK_STREAM;
@@ -762,6 +776,7 @@ static void accept_one(lsn_t *l) {
             tg_wait_done(t, 1, 1);
             return;
         }
+        unhook(t, l->token, l);
     }
     c->next = NULL;
     if (l->tail) l->tail->next = c;
@@ -778,6 +793,7 @@ static void on_connection(uv_stream_t *server, int status) {
             l->waiter = NULL;
             if (tg_wait_target(t, l->token))
                 tg_wait_fail(t, "net", "accept on %s: %s", l->address, uv_strerror(status));
+            else unhook(t, l->token, l);
         }
         return;
     }
@@ -796,6 +812,7 @@ static void lsn_close(lsn_t *l) {
         l->waiter = NULL;
         if (tg_wait_target(t, l->token))
             tg_wait_fail(t, "closed", "accept on %s: the listener was closed", l->address);
+        else unhook(t, l->token, l);
     }
     while (l->head) {
         conn_t *c = l->head;
@@ -914,6 +931,7 @@ static int l_net_close_listener(lua_State *L) {
     return 0;
 }
 
+/* __gc and __close of "tg.listener": close it unless closed. */
 static int l_net_lsn_gc(lua_State *L) {
     lsn_box_t *b = luaL_checkudata(L, 1, LSN_META);
     if (b->l) lsn_close(b->l);
@@ -924,7 +942,7 @@ static int l_net_lsn_gc(lua_State *L) {
 /* listener.address, else the methods (upvalue 1). */
 static int l_net_lsn_index(lua_State *L) {
     lsn_box_t *b = luaL_checkudata(L, 1, LSN_META);
-    const char *k = lua_tostring(L, 2);
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
     if (k && strcmp(k, "address") == 0) lua_pushstring(L, b->address);
     else {
         lua_pushvalue(L, 2);
@@ -933,6 +951,7 @@ static int l_net_lsn_index(lua_State *L) {
     return 1;
 }
 
+/* tostring(listener) -> "tg.listener address [(closed)]" */
 static int l_net_lsn_tostring(lua_State *L) {
     lsn_box_t *b = luaL_checkudata(L, 1, LSN_META);
     lua_pushfstring(L, "tg.listener %s%s", b->address, b->l ? "" : " (closed)");

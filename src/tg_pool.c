@@ -14,9 +14,11 @@
 
 #define CHUNK (64 * 1024)
 
+#ifndef TG_POOL_OFF
 static size_t cls(size_t n) {
     return (n + TG_POOL_STEP - 1) / TG_POOL_STEP;
 }
+#endif
 
 static void *get(tg_pool_t *p, size_t n) {
 #ifdef TG_POOL_OFF
