@@ -160,6 +160,7 @@ local function die(s, why)
     redis.call('EXPIRE', P .. ':tg:dead', ttl)
     cleanup(s)
     redis.call('XADD', P .. ':tg:notify', 'MAXLEN', '~', 10000, '*', 'd', s, 'r', why)
+    redis.call('EXPIRE', P .. ':tg:notify', ttl)
     return 1
   end
   return 0

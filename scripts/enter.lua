@@ -48,5 +48,6 @@ if flag == 1 then
 end
 if notify then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 's', KEYS[1], 'n', n)
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
 end
 return n

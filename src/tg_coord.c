@@ -109,6 +109,22 @@ void tg_coord_on_reply(req_t *q, redisReply *rep) {
             ticket_free(q->r, k);
             tg_wait_fail(t, "redis", "%s: unexpected reply from the server script", t->what);
         }
+    } else if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2
+               && rep->element[0]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer == 1
+               && q->argv && q->argc >= 7) {
+        /* Granted at once, but the wait already ended (timeout, cancel):
+         * nobody will use it, so give it back as a stale hand-over is --
+         * the permit is released, the value goes back to the queue's head.
+         * argv: EVALSHA sha 1 <res> <op> <kind> <id> ... */
+        redisReply *v = rep->element[1];
+        char num[32];
+        const char *vs = v->str;
+        size_t vl = v->str ? v->len : 0;
+        if (v->type == REDIS_REPLY_INTEGER) {
+            vl = (size_t)snprintf(num, sizeof num, "%lld", (long long)v->integer);
+            vs = num;
+        }
+        coord_fire(q->r, q->argv[3], "reject", q->argv[5], q->argv[6], vs, vl);
     }
 }
 

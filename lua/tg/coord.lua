@@ -31,9 +31,9 @@ local function ticket(res, kind, op, n, lease, cap, timeout, label)
   return v, id
 end
 
-local function call(res, kind, op, id, value, label)
+local function call(res, kind, op, id, value, label, n)
   return core.script("coord", { res },
-    { op, kind, id or "", value or "", keys.prefix, "", sid(), "1", "0", "1", keys.ttl }, -1, label)
+    { op, kind, id or "", value or "", keys.prefix, "", sid(), tostring(n or 1), "0", "1", keys.ttl }, -1, label)
 end
 
 -- sync.semaphore(name, permits) -------------------------------------------------
@@ -62,22 +62,23 @@ function Sem:acquire(n, opts)
   return math.tointeger(tonumber(v))
 end
 
--- s:release([n]): give back n permits (from the most recent acquisitions).
+-- s:release([n]): give back n permits (from the most recent acquisitions;
+-- part of an acquisition may be given back, the rest stays held).
 function Sem:release(n)
   n = check.count("release", "n", n or 1, 1)
+  local have = 0
+  for _, h in ipairs(self.held) do have = have + h.n end
+  if have < n then
+    check.fail("%s: release of %d permit%s, but this handle holds only %d", self.what, n,
+      n > 1 and "s" or "", have)
+  end
   local left = n
   while left > 0 do
     local h = self.held[#self.held]
-    if not h then
-      check.fail("%s: release of %d permit%s, but this instance holds only %d", self.what, n,
-        n > 1 and "s" or "", n - left)
-    end
-    if h.n > left then
-      check.fail("%s: release of %d permits would split an acquisition of %d", self.what, n, h.n)
-    end
-    table.remove(self.held)
-    left = left - h.n
-    if call(self.key, "sem", "release", h.id, nil, "release of " .. self.what) == 0 then
+    local part = math.min(h.n, left)
+    if part == h.n then table.remove(self.held) else h.n = h.n - part end
+    left = left - part
+    if call(self.key, "sem", "release", h.id, nil, "release of " .. self.what, part) == 0 then
       check.fail("%s: the permits were no longer held (lease expired, or the session ended)", self.what)
     end
   end
@@ -203,7 +204,8 @@ end
 function Counter:add(n)
   n = n or 1
   if math.type(n) ~= "integer" then check.fail("counter '%s': add needs a whole number", self.name) end
-  return core.call({ "INCRBY", self.key, n }, -1, "counter add")
+  -- one script: the key expires with the run's other keys
+  return call(self.key, "counter", "add", nil, tostring(n), ("add to counter '%s'"):format(self.name))
 end
 
 -- c:get() -> the value (0 before the first add)

@@ -44,6 +44,7 @@ local function signal_event(ev)
   local keys = require "tg.keys"
   local ok, err = pcall(core.call, { "XADD", keys.run_events, "*", "p", json.encode(ev) }, 5,
     "XADD run_events")
+  if ok then ok, err = pcall(core.call, { "EXPIRE", keys.run_events, keys.ttl }, 5, "EXPIRE run_events") end
   if not ok then
     io.stderr:write("tgrun: could not record the outcome in run_events: ", tostring(err), "\n")
   end

@@ -133,17 +133,7 @@ end
 -- sync.publish_subscribe(topic, value [, opts]) -> seq, sub.
 function sync.publish_subscribe(topic, value, opts)
   local sub = sync.subscribe(topic, opts)
-  -- further coordination: mutex, semaphore, election, double_barrier, counter,
--- queue -- loaded on first use (a state that never locks does not carry it)
-local coord_names = { mutex = true, semaphore = true, election = true, double_barrier = true,
-  counter = true, queue = true }
-return setmetatable(sync, { __index = function(t, k)
-  if coord_names[k] then
-    local v = require("tg.coord")[k]
-    rawset(t, k, v)
-    return v
-  end
-end }).publish(topic, value), sub
+  return sync.publish(topic, value), sub
 end
 
 -- further coordination: mutex, semaphore, election, double_barrier, counter,
