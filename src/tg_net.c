@@ -224,16 +224,6 @@ static void unhook(tg_task_t *t, uint64_t token, void *data) {
     if (t->token == token && t->state == TG_TASK_WAITING && t->abort_data == data) t->abort = NULL;
 }
 
-/* Writing to a peer that went away must fail with EPIPE, not kill tgrun. */
-static void ignore_sigpipe(void) {
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
-        sa.sa_handler = SIG_IGN;
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = 0;
-        sigaction(SIGPIPE, &sa, NULL);
-    }
-}
 
 /* ---- connections: the buffer and the reader ----------------------------- */
 
@@ -1005,7 +995,6 @@ static void new_meta(lua_State *L, const char *name, const luaL_Reg *fns, lua_CF
  * read_line, write, close, listener_methods, conn_methods}; lua/tg/net.lua
  * puts the plan-facing methods into the two methods tables. */
 int luaopen_tg_net_c(lua_State *L) {
-    ignore_sigpipe();
     luaL_newlib(L, net_funcs);
     new_meta(L, LSN_META, lsn_meta, l_net_lsn_index, "listener_methods");
     new_meta(L, CONN_META, conn_meta, l_net_conn_index, "conn_methods");

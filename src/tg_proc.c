@@ -252,17 +252,6 @@ static void label(int n, const char *const *args, char *out, size_t len) {
     else strcat(out, "\"");
 }
 
-static void ignore_sigpipe(void) {
-    /* Writing stdin to a child that already exited must fail with EPIPE, not
-     * kill tgrun.  libuv resets signal dispositions in its children. */
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
-        sa.sa_handler = SIG_IGN;
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = 0;
-        sigaction(SIGPIPE, &sa, NULL);
-    }
-}
 
 static int is_dir(const char *path) {
     struct stat st;
@@ -357,7 +346,6 @@ static int l_proc_exec(lua_State *L) {
     p->input_len = input_len;
     if (input_len) memcpy(p->input, input, input_len);
     p->has_in = input != NULL;
-    if (p->has_in) ignore_sigpipe();
 
     uv_loop_t *loop = c->inst->rt->loop;
     uv_stdio_container_t stdio[3];

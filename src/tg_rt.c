@@ -130,6 +130,21 @@ void tg_task_unref(tg_task_t *t) {
     free(t);
 }
 
+/* Push the results of finished task t on L (its values, or its error);
+ * returns how many, and sets *ok when asked. */
+static int push_results(lua_State *L, tg_task_t *t, int *ok) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
+    lua_getfield(L, -1, "ok");
+    if (ok) *ok = lua_toboolean(L, -1);
+    lua_getfield(L, -2, "n");
+    int n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 2);
+    luaL_checkstack(L, n, "too many results");
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+    lua_remove(L, -n - 1);
+    return n;
+}
+
 /* The task ended: keep its results for join(), release its coroutine at
  * once (finished coroutines must not linger until a GC cycle), wake the
  * tasks that join it, and tell the instance when its main task ended. */
@@ -187,13 +202,7 @@ static void finish(tg_task_t *t, int ok, int nres) {
         t->refs--;                              /* the joiner's; "running" is still held */
         lua_State *jco = tg_wait_target(j, j->token);
         if (!jco) continue;
-        lua_rawgeti(jco, LUA_REGISTRYINDEX, t->results_ref);
-        lua_getfield(jco, -1, "n");
-        int n = (int)lua_tointeger(jco, -1);
-        lua_pop(jco, 1);
-        for (int i = 1; i <= n; i++) lua_rawgeti(jco, -i, i);
-        lua_remove(jco, -n - 1);
-        tg_wait_done(j, ok, n);
+        tg_wait_done(j, ok, push_results(jco, t, NULL));
     }
 
     /* An error nobody joins must not vanish: hand it to the instance's
@@ -493,15 +502,8 @@ static int l_task_join(lua_State *L) {
         tg_wait_on_abort(j, join_abort, t);
         return tg_wait_yield(L);
     }
-    lua_settop(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
-    lua_getfield(L, 2, "ok");
-    int ok = lua_toboolean(L, -1);
-    lua_getfield(L, 2, "n");
-    int n = (int)lua_tointeger(L, -1);
-    lua_pop(L, 2);
-    luaL_checkstack(L, n, "too many results");
-    for (int i = 1; i <= n; i++) lua_rawgeti(L, 2, i);
+    int ok;
+    int n = push_results(L, t, &ok);
     if (!ok) return lua_error(L);
     return n;
 }
