@@ -133,9 +133,9 @@ void tg_barrier_on_reply(tg_redis_t *r, req_t *q, redisReply *rep) {
     blist_t *l = w->list;
     bw_try_release(w);
     /* Peers died before this wait began: can it still complete?  (Only when
-     * this process heard of a death: checking every wait would cost a script
-     * call per barrier; a death from before this process started reading
-     * the notify stream is caught by the next death or the timeout.) */
+     * this process knows of a death -- from the notify stream, or from
+     * P:tg:dead at start-up: checking every wait would cost a script call per
+     * barrier.) */
     if (r->ndead > 0 && l->head) check_feasible(r, l);
 }
 

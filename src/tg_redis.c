@@ -193,6 +193,8 @@ static void on_startup_reply(redisAsyncContext *ac, void *reply, void *priv) {
     }
     if (strcmp(step, "CLIENT ID") == 0 && rep->type == REDIS_REPLY_INTEGER)
         r->blk_id = rep->integer;
+    if (strcmp(step, "SCARD") == 0 && rep->type == REDIS_REPLY_INTEGER)
+        r->ndead = rep->integer;
     if (strcmp(step, "XREVRANGE") == 0 && rep->type == REDIS_REPLY_ARRAY && rep->elements) {
         redisReply *ent = rep->element[0];
         stream_t *s = NULL;
@@ -291,6 +293,11 @@ int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *prefix,
         if ((s = stream_add(r, r->inbox, strlen(r->inbox), "0-0"))) s->is_inbox = 1;
         startup_cmd(r, &r->cmd, "XREVRANGE", 6,
                     (const char *[]){"XREVRANGE", notify_key, "+", "-", "COUNT", "1"});
+        /* peers that died before this process started reading the notify
+         * stream: barriers check whether they can still complete */
+        char dead_key[600];
+        snprintf(dead_key, sizeof dead_key, "%s:tg:dead", r->prefix);
+        startup_cmd(r, &r->cmd, "SCARD", 2, (const char *[]){"SCARD", dead_key});
     }
 
     double end = tg_rt_now() + timeout;

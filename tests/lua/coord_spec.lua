@@ -658,12 +658,29 @@ describe("barrier liveness", function()
 end)
 
 describe("barrier liveness, late", function()
-  -- Known limitation (src/tg_barrier.c, tg_barrier_on_reply): a process
-  -- checks feasibility only after it heard of a death on the notify stream,
-  -- which it reads from its start on.  A waiter in a process that started
-  -- after its peer already failed waits for its whole timeout (measured:
-  -- 10.0 s of a 10 s timeout) instead of failing with peer_failed.
-  pending("a waiter that starts after a peer already failed fails fast too")
+  -- A process reads P:tg:dead at start-up, so a waiter that starts after
+  -- its peer already failed checks feasibility at once.
+  it("a waiter that starts after a peer already failed fails fast too", function()
+    local dir = h.tmpdir()
+    local plan = h.write(dir .. "/late.lua", [[
+      local sync = require "tg.sync"
+      return function(env)
+        if env.params.role == "victim" then error("the victim gives up") end
+        sync.signal_and_wait("all", env.instance_count, { timeout = 10 })
+      end]])
+    local e = { REDIS_HOST = "127.0.0.1", REDIS_PORT = tostring(h.redis_port),
+      TEST_RUN = h.uniq("late"), TEST_INSTANCE_COUNT = "3" }
+    local victim = h.run({ "-p", "role=victim", plan }, e)
+    assert.equal(1, victim.code, victim.stdout)
+    local t0 = tg.now()
+    local late = h.run({ plan }, e)
+    local took = tg.now() - t0
+    assert.equal(1, late.code, late.stdout)
+    local f = h.events_of(h.json_lines(late.stdout), "failure_event")
+    assert.equal(1, #f)
+    assert.matches("barrier 'all' can no longer complete: instance 1 failed or died", f[1].error)
+    assert.is_true(took < 3, ("the late waiter took %.2f s; bound 3 s (its timeout is 10 s)"):format(took))
+  end)
 end)
 
 describe("idempotent retry", function()
