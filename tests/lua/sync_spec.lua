@@ -216,6 +216,53 @@ describe("topics", function()
   end)
 end)
 
+describe("Redis usage", function()
+  it("reloads its scripts when the server lost them (SCRIPT FLUSH)", function()
+    local state = h.uniq("flush")
+    assert.equal(1, sync.signal_entry(state))
+    core.call({ "SCRIPT", "FLUSH" })
+    assert.equal(2, sync.signal_entry(state))          -- NOSCRIPT, then EVAL
+    assert.equal(3, sync.signal_and_wait(state, 3, { timeout = 5 }))
+    assert.equal(1, sync.publish(h.uniq("flush-topic"), "x"))
+  end)
+
+  -- client id -> name of every connection the server has
+  local function clients()
+    local ids = {}
+    for line in core.call({ "CLIENT", "LIST" }):gmatch("[^\n]+") do
+      ids[tonumber(line:match("id=(%d+)"))] = line:match("name=(%S*)")
+    end
+    return ids
+  end
+
+  it("uses two connections, and subscriptions never reconnect", function()
+    local before = clients()
+    local subs = {}
+    for i = 1, 20 do subs[i] = sync.subscribe(h.uniq("conn")) end
+    for i = 1, 20, 2 do subs[i]:close() end
+    local topic = h.uniq("conn-after")
+    local s2 = sync.subscribe(topic)
+    sync.publish(topic, "still here")
+    assert.equal("still here", (s2:next({ timeout = 5 })))
+    local after = clients()
+    -- no connection of ours came or went: the same ids with the same names
+    for cid, name in pairs(after) do
+      if name == "tgrun-cmd" or name == "tgrun-blk" then
+        if before[cid] == nil then error("a new tgrun connection appeared: id " .. cid) end
+      end
+    end
+    for cid, name in pairs(before) do
+      if (name == "tgrun-cmd" or name == "tgrun-blk") and after[cid] == nil then
+        error("a tgrun connection went away: id " .. cid)
+      end
+    end
+    local myid = core.call({ "CLIENT", "ID" })
+    assert.equal("tgrun-cmd", after[myid])
+    for _, s in ipairs(subs) do s:close() end
+    s2:close()
+  end)
+end)
+
 describe("tasks", function()
   it("cancel ends a pending wait with code cancelled", function()
     local state = h.uniq("cancel")
