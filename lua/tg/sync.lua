@@ -10,8 +10,12 @@ local keys = require "tg.keys"
 
 local sync = {}
 
+-- the instance's configuration: one table for its whole life, filled in by
+-- the runner (global_seq arrives after start-up)
+local cfg = core.config()
+
 local function member()
-  local seq = core.config().global_seq
+  local seq = cfg.global_seq
   return seq and tostring(seq) or ""
 end
 
@@ -20,7 +24,7 @@ end
 -- plan expects instances to die.
 local function failure_check(opts)
   if opts and opts.tolerate_failures then return 0 end
-  return core.config().instance_count or 0
+  return cfg.instance_count or 0
 end
 
 local function op_id(call, opts)
