@@ -256,6 +256,11 @@ static void on_tick(uv_timer_t *h) {
 
 void tg_random_id(char *buf, size_t len);
 
+static void flush(tg_rt_t *rt) {
+    tg_redis_t *r = rt->redis;
+    if (r && !r->down && r->cmd.ac && r->cmd.connected) redisAsyncHandleWrite(r->cmd.ac);
+}
+
 int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *prefix,
                   double timeout, char *err, size_t errlen) {
     tg_redis_t *r = calloc(1, sizeof *r);
@@ -317,6 +322,7 @@ int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *prefix,
     r->startup_err = NULL;
     if (r->startup_failed) return -1;
     uv_timer_start(&r->safety, tg_barrier_on_safety, SAFETY_MS, SAFETY_MS);
+    rt->flush = flush;
     issue_xread(r);
     return 0;
 }
@@ -324,6 +330,7 @@ int tg_redis_open(tg_rt_t *rt, const tg_redis_addr_t *addr, const char *prefix,
 void tg_redis_close(tg_rt_t *rt) {
     tg_redis_t *r = rt->redis;
     if (!r) return;
+    rt->flush = NULL;
     r->down = 1;
     snprintf(r->down_msg, sizeof r->down_msg, "the runtime is shutting down");
     if (r->cmd.ac) redisAsyncFree(r->cmd.ac);
@@ -357,13 +364,8 @@ const tg_redis_stats_t *tg_redis_stats(const tg_rt_t *rt) {
 /* ---- commands for tasks ------------------------------------------------ */
 
 void tg_redis_req_free(req_t *q) {
-    if (q->argv) {
-        for (int i = 0; i < q->argc; i++) free(q->argv[i]);
-        free(q->argv);
-        free(q->lens);
-    }
     tg_task_unref(q->task);
-    free(q);
+    free(q);                    /* its argv, if kept, is in the same block */
 }
 
 tg_redis_t *tg_redis_of(lua_State *L) {
@@ -445,7 +447,14 @@ int tg_redis_table_args(lua_State *L, int idx, const char **argv, size_t *lens, 
 int tg_redis_send_for(tg_redis_t *r, tg_task_t *t, int kind, int script, int argc,
                     const char **argv, size_t *lens, int keep) {
     if (r->down || !r->cmd.ac) return -1;
-    req_t *q = calloc(1, sizeof *q);
+    /* One block: the request, then (keep) the argument pointers, lengths and
+     * bytes -- one allocation per request on the hot path of every barrier. */
+    size_t extra = 0;
+    if (keep) {
+        extra = (size_t)argc * (sizeof(char *) + sizeof(size_t));
+        for (int i = 0; i < argc; i++) extra += lens[i] + 1;
+    }
+    req_t *q = calloc(1, sizeof *q + extra);
     if (!q) return -1;
     q->r = r;
     q->kind = kind;
@@ -455,15 +464,16 @@ int tg_redis_send_for(tg_redis_t *r, tg_task_t *t, int kind, int script, int arg
     t->refs++;
     if (keep) {
         q->argc = argc;
-        q->argv = calloc((size_t)argc, sizeof *q->argv);
-        q->lens = calloc((size_t)argc, sizeof *q->lens);
-        for (int i = 0; q->argv && q->lens && i < argc; i++) {
-            if (!(q->argv[i] = malloc(lens[i] + 1))) break;
-            memcpy(q->argv[i], argv[i], lens[i]);
-            q->argv[i][lens[i]] = '\0';
+        q->argv = (char **)(q + 1);
+        q->lens = (size_t *)(q->argv + argc);
+        char *d = (char *)(q->lens + argc);
+        for (int i = 0; i < argc; i++) {
+            q->argv[i] = d;
+            memcpy(d, argv[i], lens[i]);
+            d[lens[i]] = '\0';
             q->lens[i] = lens[i];
+            d += lens[i] + 1;
         }
-        if (!q->argv || !q->lens || !q->argv[argc - 1]) { tg_redis_req_free(q); return -1; }
     }
     r->stats.commands++;
     if (redisAsyncCommandArgv(r->cmd.ac, tg_redis_on_reply, q, argc, argv, lens) != REDIS_OK) {

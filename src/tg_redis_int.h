@@ -115,7 +115,7 @@ typedef struct req {
     tg_task_t *task;
     uint64_t token;
     int kind, script, argc, retried;
-    char **argv;                /* scripts only: kept to resend as EVAL on NOSCRIPT */
+    char **argv;                /* scripts only: kept (in the request's own block) to resend as EVAL on NOSCRIPT */
     size_t *lens;
 } req_t;
 

@@ -98,6 +98,7 @@ struct tg_rt {
     uv_idle_t idle;             /* drains the ready queue */
     tg_task_t *ready_head, *ready_tail;
     tg_redis_t *redis;          /* NULL until connected */
+    void (*flush)(tg_rt_t *rt); /* push queued Redis commands to the socket now */
     double deadline;            /* tg_rt_now() value at which the run ends */
     uint64_t next_task_id;
     tg_inst_t *insts;
