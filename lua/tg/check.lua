@@ -8,16 +8,21 @@ function check.fail(fmt, ...)
   error(core.error("invalid", fmt:format(...)), 3)
 end
 
+-- How a bad argument is shown in a message.
 local function describe(v)
+  if v == nil then return "nothing" end
   if v == "" then return "an empty string" end
   if type(v) == "string" then return ("%q"):format(v) end
-  return type(v) == "nil" and "nothing" or ("a " .. type(v))
+  if type(v) == "number" then return tostring(v) end
+  return "a " .. type(v)
 end
+check.describe = describe
 
 -- A non-empty string name (state, topic, lock, ...).
 function check.name(call, what, v)
   if type(v) ~= "string" or v == "" then
-    error(core.error("invalid", ("%s: %s must be a non-empty string, got %s"):format(call, what, describe(v))), 3)
+    local got = type(v) == "number" and "a number" or describe(v)   -- a name: its type is the point
+    error(core.error("invalid", ("%s: %s must be a non-empty string, got %s"):format(call, what, got)), 3)
   end
   return v
 end
@@ -27,7 +32,7 @@ function check.count(call, what, v, min)
   local n = type(v) == "number" and math.tointeger(v)
   if not n or n < (min or 0) then
     error(core.error("invalid", ("%s: %s must be a whole number >= %d, got %s"):format(
-      call, what, min or 0, type(v) == "number" and tostring(v) or describe(v))), 3)
+      call, what, min or 0, describe(v))), 3)
   end
   return n
 end

@@ -45,13 +45,7 @@ local function fail(fmt, ...)
   error(core.error("invalid", fmt:format(...)), 2)
 end
 
-local function show(v)
-  if v == nil then return "nothing" end
-  if v == "" then return "an empty string" end
-  if type(v) == "string" then return ("%q"):format(v) end
-  if type(v) == "number" then return tostring(v) end
-  return "a " .. type(v)
-end
+local show = require("tg.check").describe
 
 local function num(x)   -- a float for a message, without float noise
   return ("%.10g"):format(x)

@@ -21,13 +21,7 @@ local scope = {}
 
 local claimed = {}   -- "<what>\0<name>\0<seq>" -> true, for this instance
 
-local function describe(v)
-  if v == nil then return "nothing" end
-  if v == "" then return "an empty string" end
-  if type(v) == "string" then return ("%q"):format(v) end
-  if type(v) == "number" then return tostring(v) end
-  return "a " .. type(v)
-end
+local describe = require("tg.check").describe
 scope.describe = describe
 
 -- scope.options(call, opts, allowed) -> opts (a table, possibly empty).
