@@ -151,4 +151,15 @@ function h.events_of(lines, kind)
   return out
 end
 
+-- fn(...) must raise an error value with code "invalid" whose message
+-- matches pattern.
+function h.fails_invalid(pattern, fn, ...)
+  local assert = require "luassert"    -- busted's assert lives in the spec's environment
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error matching " .. pattern)
+  assert.is_true(require("tg.core").is_error(err), "not an error value: " .. tostring(err))
+  assert.equal("invalid", err.code)
+  assert.matches(pattern, err.message)
+end
+
 return h

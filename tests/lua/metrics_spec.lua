@@ -39,13 +39,7 @@ local function lines_of(name)
   return decoded, raw
 end
 
-local function fails(pattern, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error matching " .. pattern)
-  assert.is_true(core.is_error(err), "not an error value: " .. tostring(err))
-  assert.equal("invalid", err.code)
-  assert.matches(pattern, err.message)
-end
+local fails = require("helpers").fails_invalid
 
 describe("metrics", function()
   it("writes a point with ts, type, name and measures {value, unit}, in that order", function()

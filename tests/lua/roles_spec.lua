@@ -239,13 +239,7 @@ describe("roles.plan and roles.assign", function()
 end)
 
 describe("roles errors", function()
-  local function fails(pattern, fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected an error matching " .. pattern)
-    assert.is_true(core.is_error(err), "not an error value: " .. tostring(err))
-    assert.equal("invalid", err.code)
-    assert.matches(pattern, err.message)
-  end
+  local fails = require("helpers").fails_invalid
 
   it("names fixed counts that need more instances than there are", function()
     fails("^roles%.plan: cannot assign 3 instances to fixed roles with only 2 instances$",
