@@ -1,18 +1,69 @@
 /*
- * tg_barrier.c -- tasks waiting at barriers: registered locally before the
- * script that enters or awaits is sent, released by the notify stream (or the
- * once-a-second safety re-check), failed with the count they reached.
+ * tg_barrier.c -- states and barriers; see tg_barrier.h for the contract
+ * and docs/design.md for the wake-up protocol.
+ *
+ * Requests carry their task (one reference) and its wait token; the reply
+ * finds the waiter through the task's abort data, and only while that
+ * wait is still the barrier's (t->abort == bw_abort).  A callback whose
+ * reply is NULL (the transport is closing or lost) touches only its own
+ * data: the unit may already be detached.
  */
+#include "tg_barrier.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
 
-#include "tg_embedded.h"
-#include "tg_redis_int.h"
+#include "tg_call.h"
+#include "tg_keys.h"
+#include "tg_map.h"
+#include "tg_redis.h"
+#include "tg_scripts.h"
 
-static void check_feasible(tg_redis_t *r, blist_t *l);
+#define SAFETY_MS 1000
 
-void tg_barrier_unlink(bwaiter_t *w) {
+/* A task waiting at a barrier; lives exactly as long as that wait. */
+typedef struct bwaiter {
+    tg_task_t *task;
+    long long target, seq;
+    int replied, released;
+    int tolerant;               /* the caller expects deaths: no peer_failed */
+    struct blist *list;
+    struct bwaiter *prev, *next;
+    char label[128];
+} bwaiter_t;
+
+/* The local waiters of one state, and the last count seen for it. */
+typedef struct blist {
+    long long count;
+    long long instances;        /* the run's instance count, for peer_failed */
+    int checking;               /* a feasibility check is in flight */
+    bwaiter_t *head;
+    size_t klen, noff;          /* the state key; its name starts at noff */
+    char key[];
+} blist_t;
+
+struct tg_barriers {
+    tg_rt_t *rt;
+    tg_redis_t *r;
+    tg_map_t lists;             /* state key -> blist_t */
+    long long ndead;            /* peers known to have failed or died */
+    char *P, *notify, *dead;
+    size_t plen, notify_len, dead_len;
+    uv_timer_t safety;
+    char notify_from[48];       /* where the notify stream was at start-up */
+    unsigned long long notifies, safety_checks;
+};
+
+static void check_feasible(tg_barriers_t *b, blist_t *l);
+
+static tg_barriers_t *of(lua_State *L, const char *what) {
+    tg_barriers_t *b = tg_ctx(L)->inst->rt->barriers;
+    if (!b) tg_err_raise(L, "closed", "%s: not connected to Redis", what);
+    return b;
+}
+
+static void unlink_waiter(bwaiter_t *w) {
     blist_t *l = w->list;
     if (w->prev) w->prev->next = w->next;
     else l->head = w->next;
@@ -21,181 +72,165 @@ void tg_barrier_unlink(bwaiter_t *w) {
 }
 
 /* Release w if it may go: the script answered and the count is there. */
-static void bw_try_release(bwaiter_t *w) {
+static void try_release(bwaiter_t *w) {
     if (!w->replied || !(w->released || w->list->count >= w->target)) return;
     tg_task_t *t = w->task;
-    lua_State *co = t->co;
-    lua_pushinteger(co, w->seq);
-    tg_barrier_unlink(w);
+    lua_pushinteger(t->co, w->seq);             /* an integer: no allocation */
+    unlink_waiter(w);
     tg_wait_done(t, 1, 1);
 }
 
 /* A barrier wait that ended: the message says how far the barrier got. */
-static void bw_fail(tg_task_t *t, int why, const char *label, long long count, long long target) {
-    char b[64];
-    if (why == TG_ABORT_TIMEOUT) {
-        tg_wait_fail(t, "timeout", "%s timed out after %s: %I of %I entered",
-                     label, tg_wait_secs(t, b, sizeof b), (lua_Integer)count, (lua_Integer)target);
-    } else if (why == TG_ABORT_INTERRUPT) {
-        tg_wait_fail(t, "interrupted", "interrupted (%s) while waiting at %s: %I of %I entered",
-                     t->ctx.inst->rt->interrupt_why, label, (lua_Integer)count, (lua_Integer)target);
-    } else if (why == TG_ABORT_CLOSED) {
-        tg_wait_fail(t, "closed", "%s: %s; %I of %I had entered",
-                     label, t->ctx.inst->rt->redis->down_msg, (lua_Integer)count, (lua_Integer)target);
-    } else if (why == TG_ABORT_CANCEL) {
-        tg_wait_fail(t, "cancelled", "%s: cancelled; %I of %I had entered", label,
-                     (lua_Integer)count, (lua_Integer)target);
-    }
+static void fail_waiter(tg_task_t *t, int why, const char *label, long long count, long long target) {
+    char s[64];
+    tg_rt_t *rt = t->ctx.inst->rt;
+    if (why == TG_ABORT_TIMEOUT)
+        tg_wait_fail(t, "timeout", "%s timed out after %s: %lld of %lld entered",
+                     label, tg_wait_secs(t, s, sizeof s), count, target);
+    else if (why == TG_ABORT_INTERRUPT)
+        tg_wait_fail(t, "interrupted", "interrupted (%s) while waiting at %s: %lld of %lld entered",
+                     rt->interrupt_why, label, count, target);
+    else if (why == TG_ABORT_CLOSED)
+        tg_wait_fail(t, "closed", "%s: %s; %lld of %lld had entered", label,
+                     rt->redis && tg_redis_down(rt->redis) ? tg_redis_down(rt->redis) : "the connection to Redis was lost",
+                     count, target);
+    else if (why == TG_ABORT_CANCEL)
+        tg_wait_fail(t, "cancelled", "%s: cancelled; %lld of %lld had entered", label, count, target);
 }
 
-/* The last step of a barrier that timed out or was interrupted: one GET, so
- * the message gives the count as it is now, not as last seen. */
+/* ---- the last step of a wait that timed out: one GET --------------------- */
+
+/* So that the message gives the count as it is now, not as last seen. */
 typedef struct bfinal {
     int why;
     long long count, target;
     char label[128];
 } bfinal_t;
 
-static void bfinal_abort(tg_task_t *t, int why) {
+static void final_abort(tg_task_t *t, int why) {
     bfinal_t *f = t->abort_data;
     (void)why;                                  /* the GET did not answer in time */
-    bw_fail(t, f->why, f->label, f->count, f->target);
+    fail_waiter(t, f->why, f->label, f->count, f->target);
     free(f);
 }
 
-static void on_bfinal_reply(redisAsyncContext *ac, void *reply, void *priv) {
-    (void)ac;
-    req_t *q = priv;
-    redisReply *rep = reply;
-    if (tg_wait_target(q->task, q->token) && q->task->abort == bfinal_abort) {
-        bfinal_t *f = q->task->abort_data;
+static void on_final(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    tg_task_t *t = data;
+    (void)r;
+    if (tg_wait_target(t, tag) && t->abort == final_abort) {
+        bfinal_t *f = t->abort_data;
         if (rep && rep->type == REDIS_REPLY_STRING) {
             long long n = strtoll(rep->str, NULL, 10);
             if (n > f->count) f->count = n;
         }
-        q->task->abort = NULL;
-        bw_fail(q->task, f->why, f->label, f->count, f->target);
+        t->abort = NULL;
+        fail_waiter(t, f->why, f->label, f->count, f->target);
         free(f);
     }
-    tg_redis_req_free(q);
+    tg_task_unref(t);
 }
 
 static void bw_abort(tg_task_t *t, int why) {
     bwaiter_t *w = t->abort_data;
-    tg_redis_t *r = t->ctx.inst->rt->redis;
-    long long count = w->list->count, target = w->target;
-    char label[128], key[1024];
-    memcpy(label, w->label, sizeof label);
-    snprintf(key, sizeof key, "%.*s", (int)w->list->klen, w->list->key);
-    tg_barrier_unlink(w);
-    if ((why == TG_ABORT_TIMEOUT || why == TG_ABORT_INTERRUPT) && !r->down && r->cmd.ac) {
-        bfinal_t *f = malloc(sizeof *f);
-        req_t *q = calloc(1, sizeof *q);
-        if (f && q) {
-            f->why = why;
-            f->count = count;
-            f->target = target;
-            memcpy(f->label, label, sizeof f->label);
-            q->r = r;
-            q->task = t;
-            q->token = t->token;
-            t->refs++;
-            if (redisAsyncCommand(r->cmd.ac, on_bfinal_reply, q, "GET %s", key) == REDIS_OK) {
-                r->stats.commands++;
-                tg_wait_on_abort(t, bfinal_abort, f);
-                tg_wait_extend(t, 1);
-                return;
-            }
-            tg_redis_req_free(q);
-            q = NULL;
-        }
-        free(f);
-        free(q);
-    }
-    bw_fail(t, why, label, count, target);
-}
-
-void tg_barrier_on_reply(tg_redis_t *r, req_t *q, redisReply *rep) {
-    if (!tg_wait_target(q->task, q->token)) return;
-    bwaiter_t *w = q->task->abort_data;
-    if (!rep) { tg_wait_abort(q->task, TG_ABORT_CLOSED); return; }
-    if (rep->type != REDIS_REPLY_INTEGER) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "%s: Redis replied: %s", w->label,
-                 rep->type == REDIS_REPLY_ERROR ? rep->str : "an unexpected reply");
-        tg_barrier_unlink(w);
-        tg_wait_fail(q->task, "redis", "%s", msg);
-        return;
-    }
-    w->replied = 1;
-    w->seq = rep->integer;
-    if (rep->integer > w->list->count) w->list->count = rep->integer;
+    tg_barriers_t *b = t->ctx.inst->rt->barriers;
     blist_t *l = w->list;
-    bw_try_release(w);
-    /* Peers died before this wait began: can it still complete?  (Only when
-     * this process knows of a death -- from the notify stream, or from
-     * P:tg:dead at start-up: checking every wait would cost a script call per
-     * barrier.) */
-    if (r->ndead > 0 && l->head) check_feasible(r, l);
+    bfinal_t *f = NULL;
+    if ((why == TG_ABORT_TIMEOUT || why == TG_ABORT_INTERRUPT) && b && !tg_redis_down(b->r)
+        && (f = malloc(sizeof *f))) {
+        f->why = why;
+        f->count = l->count;
+        f->target = w->target;
+        memcpy(f->label, w->label, sizeof f->label);
+        const char *argv[2] = {"GET", l->key};
+        size_t lens[2] = {3, l->klen};
+        if (tg_redis_cmd(b->r, on_final, tg_task_ref(t), t->token, 2, argv, lens) == 0) {
+            unlink_waiter(w);
+            tg_wait_on_abort(t, final_abort, f);
+            tg_wait_extend(t, 1);
+            return;
+        }
+        tg_task_unref(t);
+        free(f);
+    }
+    long long count = l->count, target = w->target;
+    char label[128];
+    memcpy(label, w->label, sizeof label);
+    unlink_waiter(w);
+    fail_waiter(t, why, label, count, target);
 }
 
-/* A state's count is known to be n (notification or safety re-check). */
-void tg_barrier_count(tg_redis_t *r, const char *key, size_t klen, long long n) {
-    blist_t *l = tg_map_get(&r->barriers, key, klen);
+/* ---- entering and waiting ------------------------------------------------ */
+
+static blist_t *list_of(tg_barriers_t *b, const char *key, size_t klen) {
+    blist_t *l = tg_map_get(&b->lists, key, klen);
+    if (l) return l;
+    if (!(l = calloc(1, sizeof *l + klen + 1))) return NULL;
+    if (tg_map_set(&b->lists, key, klen, l) < 0) {
+        free(l);
+        return NULL;
+    }
+    memcpy(l->key, key, klen);
+    l->klen = klen;
+    l->noff = tg_key(NULL, 0, b->P, b->plen, TG_KEY_STATE, "", 0);
+    return l;
+}
+
+/* The state's count is known to be n (a notification or the safety check). */
+static void count_is(tg_barriers_t *b, const char *key, size_t klen, long long n) {
+    blist_t *l = tg_map_get(&b->lists, key, klen);
     if (!l) return;
     if (n > l->count) l->count = n;
-    bwaiter_t *w = l->head, *next;
-    for (; w; w = next) {
+    for (bwaiter_t *w = l->head, *next; w; w = next) {
         next = w->next;
         if (w->target <= l->count) {
             w->released = 1;
-            bw_try_release(w);
+            try_release(w);
         }
     }
-    if (!l->head) free(tg_map_del(&r->barriers, key, klen));
+    if (!l->head) free(tg_map_del(&b->lists, key, klen));
 }
 
-/* core.barrier(script, {keys}, {args}, target, timeout, label [, instances]) -> n.
- * Yields.  instances (the run's instance count) enables the peer_failed check.
- * Runs the script (which enters and/or registers the target and returns the
- * count, or the caller's seq when it enters) and waits until the count
- * reaches target.  The waiter is registered before the script is sent, so a
- * notification that overtakes the reply is not lost.  KEYS[1] is the state
- * counter. */
-static int l_barrier(lua_State *L) {
-    tg_redis_t *r = tg_redis_of(L);
-    int si = tg_redis_script_index(L, luaL_checkstring(L, 1));
-    luaL_checktype(L, 2, LUA_TTABLE);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    lua_Integer target = luaL_checkinteger(L, 4);
-    double timeout = luaL_optnumber(L, 5, -1);
-    const char *label = luaL_checkstring(L, 6);
-    lua_Integer instances = luaL_optinteger(L, 7, 0);   /* 0: tolerate deaths */
-    lua_settop(L, 6);
-    lua_rawgeti(L, 2, 1);
-    size_t klen;
-    const char *key = luaL_checklstring(L, -1, &klen);  /* stays at 7 */
-    const char *argv[MAX_ARGS];
-    size_t lens[MAX_ARGS];
-    char nkeys[16];
-    int argc = tg_redis_script_argv(L, r, si, 2, 3, argv, lens, nkeys);
-    tg_redis_check_up(L, r, label);
-    tg_task_t *t = tg_wait_begin(L, timeout, label);      /* may raise: nothing allocated yet */
-
-    blist_t *l = tg_map_get(&r->barriers, key, klen);
-    if (!l) {
-        l = calloc(1, sizeof *l + klen + 1);
-        if (!l || tg_map_set(&r->barriers, key, klen, l) < 0) {
-            free(l);
-            tg_wait_fail(t, "invalid", "%s: out of memory", label);
-            return tg_wait_yield(L);
+static void on_entered(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    tg_task_t *t = data;
+    (void)r;
+    if (tg_wait_target(t, tag) && t->abort == bw_abort) {
+        bwaiter_t *w = t->abort_data;
+        tg_barriers_t *b = t->ctx.inst->rt->barriers;
+        if (!rep) {
+            tg_wait_abort(t, TG_ABORT_CLOSED);
+        } else if (rep->type != REDIS_REPLY_INTEGER) {
+            char label[128];
+            memcpy(label, w->label, sizeof label);
+            unlink_waiter(w);
+            tg_wait_fail(t, "redis", "%s: Redis replied: %s", label,
+                         rep->type == REDIS_REPLY_ERROR ? rep->str : "an unexpected reply");
+        } else {
+            blist_t *l = w->list;
+            w->replied = 1;
+            w->seq = rep->integer;
+            if (rep->integer > l->count) l->count = rep->integer;
+            try_release(w);
+            /* Peers died before this wait began: can it still complete?
+             * (Only when this process knows of a death: checking every
+             * wait would cost a script call per barrier.) */
+            if (b && b->ndead > 0 && l->head) check_feasible(b, l);
         }
-        memcpy(l->key, key, klen);
-        l->klen = klen;
     }
-    bwaiter_t *w = calloc(1, sizeof *w);
+    tg_task_unref(t);
+}
+
+/* Register a waiter for state (keys[0] is its key) and run the script.
+ * The waiter is registered before the script is sent, so a notification
+ * that overtakes the reply is not lost. */
+static int wait_for(lua_State *L, tg_barriers_t *b, int script, lua_Integer target, double timeout,
+                    lua_Integer instances, const char *label, int nkeys, int argc,
+                    const char **argv, const size_t *lens) {
+    if (tg_redis_down(b->r)) return tg_err_raise(L, "closed", "%s: %s", label, tg_redis_down(b->r));
+    tg_task_t *t = tg_wait_begin(L, timeout, label);     /* may raise: nothing allocated yet */
+    blist_t *l = list_of(b, argv[0], lens[0]);
+    bwaiter_t *w = l ? calloc(1, sizeof *w) : NULL;
     if (!w) {
-        tg_wait_fail(t, "invalid", "%s: out of memory", label);
+        tg_wait_fail(t, "nomem", "%s: out of memory", label);
         return tg_wait_yield(L);
     }
     w->task = t;
@@ -208,114 +243,217 @@ static int l_barrier(lua_State *L) {
     if (l->head) l->head->prev = w;
     l->head = w;
     tg_wait_on_abort(t, bw_abort, w);
-    /* Registered before the script is sent: a notification that overtakes
-     * the reply finds the waiter. */
-    if (tg_redis_send_for(r, t, REQ_BARRIER, si, argc, argv, lens, 1) < 0)
+    if (tg_redis_eval(b->r, script, on_entered, tg_task_ref(t), t->token, nkeys, argc, argv, lens) < 0) {
+        tg_task_unref(t);
         tg_wait_abort(t, TG_ABORT_CLOSED);
+    }
     return tg_wait_yield(L);
 }
 
-/* The once-a-second safety net: MGET every state with local waiters.  It
- * covers entries made by clients that only INCR (Testground's Go SDK). */
+/* The keys of state name (the caller's buffers): state, waits, notify, members. */
+typedef struct skeys {
+    char state[1024], waits[1024], members[1024];
+} skeys_t;
+
+static void state_keys(tg_barriers_t *b, skeys_t *k, const char *name, size_t nlen,
+                       const char **argv, size_t *lens, int with_notify) {
+    lens[0] = tg_key(k->state, sizeof k->state, b->P, b->plen, TG_KEY_STATE, name, nlen);
+    lens[1] = tg_key(k->waits, sizeof k->waits, b->P, b->plen, TG_KEY_WAITS, name, nlen);
+    argv[0] = k->state;
+    argv[1] = k->waits;
+    int i = 2;
+    if (with_notify) {
+        argv[i] = b->notify;
+        lens[i++] = b->notify_len;
+    }
+    lens[i] = tg_key(k->members, sizeof k->members, b->P, b->plen, TG_KEY_MEMBERS, name, nlen);
+    argv[i] = k->members;
+}
+
+static const char *state_arg(lua_State *L, int idx, size_t *len) {
+    const char *s = luaL_checklstring(L, idx, len);
+    if (*len == 0 || *len > 900) tg_err_raise(L, "invalid", "a state name must be 1 to 900 bytes long");
+    return s;
+}
+
+/* barrier.signal(state, member, op_id) -> seq.  Yields: enter state without
+ * waiting (sync.signal_entry). */
+static int l_signal(lua_State *L) {
+    size_t nlen, mlen, olen;
+    const char *name = state_arg(L, 1, &nlen);
+    const char *member = luaL_checklstring(L, 2, &mlen);
+    const char *op = luaL_checklstring(L, 3, &olen);
+    char label[160];
+    snprintf(label, sizeof label, "signal_entry('%.*s')", (int)(nlen > 120 ? 120 : nlen), name);
+    tg_barriers_t *b = of(L, label);
+    tg_rt_t *rt = tg_ctx(L)->inst->rt;
+    skeys_t k;
+    const char *argv[8];
+    size_t lens[8];
+    state_keys(b, &k, name, nlen, argv, lens, 1);
+    argv[4] = ""; lens[4] = 0;
+    argv[5] = rt->ttl; lens[5] = strlen(rt->ttl);
+    argv[6] = member; lens[6] = mlen;
+    argv[7] = op; lens[7] = olen;
+    return tg_call_yield(L, -1, label, TG_SCRIPT_ENTER, 4, 8, argv, lens);
+}
+
+/* barrier.wait(state, target, timeout, instances).  Yields until target
+ * instances entered state (sync.barrier; instances > 0: fail with
+ * peer_failed once it cannot complete). */
+static int l_wait(lua_State *L) {
+    size_t nlen;
+    const char *name = state_arg(L, 1, &nlen);
+    lua_Integer target = luaL_checkinteger(L, 2);
+    double timeout = luaL_checknumber(L, 3);
+    lua_Integer instances = luaL_checkinteger(L, 4);
+    char label[160], tbuf[32];
+    snprintf(label, sizeof label, "barrier '%.*s'", (int)(nlen > 120 ? 120 : nlen), name);
+    tg_barriers_t *b = of(L, label);
+    skeys_t k;
+    const char *argv[5];
+    size_t lens[5];
+    state_keys(b, &k, name, nlen, argv, lens, 0);
+    lens[3] = (size_t)snprintf(tbuf, sizeof tbuf, "%lld", (long long)target);
+    argv[3] = tbuf;
+    argv[4] = tg_ctx(L)->inst->rt->ttl;
+    lens[4] = strlen(argv[4]);
+    return wait_for(L, b, TG_SCRIPT_AWAIT, target, timeout, instances, label, 3, 5, argv, lens);
+}
+
+/* barrier.signal_and_wait(state, target, timeout, instances, member, op_id)
+ * -> seq.  Yields: enter, then wait; one script call. */
+static int l_signal_and_wait(lua_State *L) {
+    size_t nlen, mlen, olen;
+    const char *name = state_arg(L, 1, &nlen);
+    lua_Integer target = luaL_checkinteger(L, 2);
+    double timeout = luaL_checknumber(L, 3);
+    lua_Integer instances = luaL_checkinteger(L, 4);
+    const char *member = luaL_checklstring(L, 5, &mlen);
+    const char *op = luaL_checklstring(L, 6, &olen);
+    char label[160], tbuf[32];
+    snprintf(label, sizeof label, "barrier '%.*s'", (int)(nlen > 120 ? 120 : nlen), name);
+    tg_barriers_t *b = of(L, label);
+    skeys_t k;
+    const char *argv[8];
+    size_t lens[8];
+    state_keys(b, &k, name, nlen, argv, lens, 1);
+    lens[4] = (size_t)snprintf(tbuf, sizeof tbuf, "%lld", (long long)target);
+    argv[4] = tbuf;
+    argv[5] = tg_ctx(L)->inst->rt->ttl; lens[5] = strlen(argv[5]);
+    argv[6] = member; lens[6] = mlen;
+    argv[7] = op; lens[7] = olen;
+    return wait_for(L, b, TG_SCRIPT_ENTER, target, timeout, instances, label, 4, 8, argv, lens);
+}
+
+/* barrier.stats() -> {notifies=, safety_checks=, waiting=} */
+static int l_stats(lua_State *L) {
+    tg_barriers_t *b = of(L, "barrier.stats");
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)b->notifies); lua_setfield(L, -2, "notifies");
+    lua_pushinteger(L, (lua_Integer)b->safety_checks); lua_setfield(L, -2, "safety_checks");
+    lua_pushinteger(L, (lua_Integer)b->lists.len); lua_setfield(L, -2, "states");
+    return 1;
+}
+
+static const luaL_Reg funcs[] = {
+    {"signal", l_signal},
+    {"wait", l_wait},
+    {"signal_and_wait", l_signal_and_wait},
+    {"stats", l_stats},
+    {NULL, NULL},
+};
+
+int luaopen_tg_barrier_c(lua_State *L) {
+    luaL_newlib(L, funcs);
+    return 1;
+}
+
+/* ---- the safety net: MGET every state with local waiters, once a second -- */
+
 typedef struct mget {
-    tg_redis_t *r;
+    tg_barriers_t *b;
     int n;
     char **keys;
     size_t *lens;
 } mget_t;
 
-static void on_mget_keys(redisAsyncContext *ac, void *reply, void *priv) {
-    mget_t *m = priv;
-    redisReply *rep = reply;
-    (void)ac;
-    if (rep && rep->type == REDIS_REPLY_ARRAY && !m->r->down) {
-        for (size_t i = 0; i < rep->elements && (int)i + 1 < m->n; i++) {
-            redisReply *e = rep->element[i];
-            if (e->type != REDIS_REPLY_STRING) continue;
-            long long n = strtoll(e->str, NULL, 10);
-            tg_barrier_count(m->r, m->keys[i + 1], m->lens[i + 1], n);
-        }
-    }
+static void mget_free(mget_t *m) {
     for (int i = 1; i < m->n; i++) free(m->keys[i]);
     free(m->keys);
     free(m->lens);
     free(m);
 }
 
-void tg_barrier_on_safety(uv_timer_t *h) {
-    tg_redis_t *r = h->data;
-    if (r->down || !r->cmd.ac || r->barriers.len == 0) return;
+static void on_mget(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    mget_t *m = data;
+    (void)r; (void)tag;
+    if (rep && rep->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < rep->elements && (int)i + 1 < m->n; i++) {
+            const redisReply *e = rep->element[i];
+            if (e->type == REDIS_REPLY_STRING)
+                count_is(m->b, m->keys[i + 1], m->lens[i + 1], strtoll(e->str, NULL, 10));
+        }
+    }
+    mget_free(m);
+}
+
+static void on_safety(uv_timer_t *h) {
+    tg_barriers_t *b = h->data;
+    if (tg_redis_down(b->r) || b->lists.len == 0) return;
     mget_t *m = calloc(1, sizeof *m);
-    int n = (int)r->barriers.len + 1;
+    int n = (int)b->lists.len + 1;
     if (!m || !(m->keys = calloc((size_t)n, sizeof *m->keys)) || !(m->lens = calloc((size_t)n, sizeof *m->lens))) {
         if (m) free(m->keys);
         free(m);
         return;
     }
-    m->r = r;
+    m->b = b;
     m->keys[0] = (char *)"MGET";
     m->lens[0] = 4;
     m->n = 1;
-    size_t b;
-    for (tg_map_ent_t *e = tg_map_next(&r->barriers, NULL, &b); e; e = tg_map_next(&r->barriers, e, &b)) {
-        m->keys[m->n] = malloc(e->klen + 1);
-        if (!m->keys[m->n]) break;
+    size_t bk;
+    for (tg_map_ent_t *e = tg_map_next(&b->lists, NULL, &bk); e; e = tg_map_next(&b->lists, e, &bk)) {
+        if (!(m->keys[m->n] = malloc(e->klen + 1))) break;
         memcpy(m->keys[m->n], e->key, e->klen + 1);
-        m->lens[m->n] = e->klen;
-        m->n++;
+        m->lens[m->n++] = e->klen;
     }
-    r->stats.safety_checks++;
-    if (redisAsyncCommandArgv(r->cmd.ac, on_mget_keys, m, m->n, (const char **)m->keys, m->lens) != REDIS_OK) {
-        for (int i = 1; i < m->n; i++) free(m->keys[i]);
-        free(m->keys);
-        free(m->lens);
-        free(m);
-    }
-}
-
-
-static const luaL_Reg barrier_funcs[] = {
-    {"barrier", l_barrier},
-    {NULL, NULL},
-};
-
-void tg_barrier_open_lua(lua_State *L) {
-    luaL_setfuncs(L, barrier_funcs, 0);
+    b->safety_checks++;
+    if (tg_redis_cmd(b->r, on_mget, m, 0, m->n, (const char **)m->keys, m->lens) < 0) mget_free(m);
 }
 
 /* ---- peer failure -------------------------------------------------------- */
 
-/* After a peer failed or died: can the barrier on l still reach the targets
- * of its waiters?  One script reads the count, which instances died, and how
- * many of them had entered (membership bitmap), atomically.  At most
- * instances - dead + dead_entered can ever enter, so a waiter whose target is
- * above that fails at once with "peer_failed" instead of waiting for its
+/* After a peer failed or died: can the barrier on l still reach its
+ * waiters' targets?  feasible.lua reads the count, which instances died and
+ * how many of them had entered (membership bitmap), atomically.  At most
+ * instances - dead + dead_entered can ever enter, so a waiter whose target
+ * is above that fails at once with "peer_failed" instead of waiting for its
  * timeout.  Waiters that said they tolerate deaths are left alone. */
 typedef struct fcheck {
-    tg_redis_t *r;
+    tg_barriers_t *b;
     size_t klen;
     char key[];
 } fcheck_t;
 
-static void on_feasible(redisAsyncContext *ac, void *reply, void *priv) {
-    (void)ac;
-    fcheck_t *f = priv;
-    tg_redis_t *r = f->r;
-    redisReply *rep = reply;
-    blist_t *l = r->down ? NULL : tg_map_get(&r->barriers, f->key, f->klen);
+static void on_feasible(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    fcheck_t *f = data;
+    (void)r; (void)tag;
+    if (!rep) { free(f); return; }              /* the unit may be gone */
+    tg_barriers_t *b = f->b;
+    blist_t *l = tg_map_get(&b->lists, f->key, f->klen);
     if (l) l->checking = 0;
-    if (l && rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 4 && l->instances > 0) {
+    if (l && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 4 && l->instances > 0) {
         long long count = rep->element[0]->integer, ndead = rep->element[1]->integer;
         long long dead_entered = rep->element[2]->integer;
         const char *ids = rep->element[3]->str ? rep->element[3]->str : "?";
         long long most = l->instances - ndead + dead_entered;
-        if (ndead > r->ndead) r->ndead = ndead;     /* deaths from before this process read the stream */
+        if (ndead > b->ndead) b->ndead = ndead;     /* deaths from before this process read the stream */
         if (count > l->count) l->count = count;
         /* Nobody died: the bound below assumes each instance enters at most
          * once, which tasks of one instance entering together break. */
         if (ndead == 0) most = count + l->instances + 1000000000LL;
-        bwaiter_t *w = l->head, *next;
-        for (; w; w = next) {
+        for (bwaiter_t *w = l->head, *next; w; w = next) {
             next = w->next;
             /* A target above the instance count, or more entries than
              * instances, means instances enter more than once (from several
@@ -326,49 +464,160 @@ static void on_feasible(redisAsyncContext *ac, void *reply, void *priv) {
             char label[128];
             memcpy(label, w->label, sizeof label);
             long long target = w->target;
-            tg_barrier_unlink(w);
+            unlink_waiter(w);
             tg_wait_fail(t, "peer_failed", "%s can no longer complete: instance%s %s failed or died; "
-                         "%I of %I entered, at most %I can", label, ndead > 1 ? "s" : "", ids,
-                         (lua_Integer)count, (lua_Integer)target, (lua_Integer)most);
+                         "%lld of %lld entered, at most %lld can", label, ndead > 1 ? "s" : "", ids,
+                         count, target, most);
         }
+        if (!l->head) free(tg_map_del(&b->lists, f->key, f->klen));
     }
     free(f);
 }
 
-static void check_feasible(tg_redis_t *r, blist_t *l) {
-    if (l->checking || r->down || !r->cmd.ac || l->instances <= 0) return;
-    int tolerant_only = 1;
-    for (bwaiter_t *w = l->head; w; w = w->next) if (!w->tolerant) tolerant_only = 0;
-    if (tolerant_only) return;
-    int si = -1;
-    for (int i = 0; tg_embedded_scripts[i].name; i++)
-        if (strcmp(tg_embedded_scripts[i].name, "feasible") == 0) si = i;
+static void check_feasible(tg_barriers_t *b, blist_t *l) {
+    if (l->checking || tg_redis_down(b->r) || l->instances <= 0) return;
+    int judged = 0;
+    for (bwaiter_t *w = l->head; w; w = w->next) if (!w->tolerant) judged = 1;
+    if (!judged) return;
     fcheck_t *f = malloc(sizeof *f + l->klen + 1);
-    if (si < 0 || !f) { free(f); return; }
-    f->r = r;
+    if (!f) return;
+    f->b = b;
     f->klen = l->klen;
     memcpy(f->key, l->key, l->klen + 1);
-    /* members and dead keys live beside the state key: P:states:<s> ->
-     * P:tg:members:<s>, P:tg:dead */
-    const char *st = strstr(l->key, ":states:");
-    if (!st) { free(f); return; }
-    char members[1200], dead[1200];
-    snprintf(members, sizeof members, "%.*s:tg:members:%s", (int)(st - l->key), l->key, st + 8);
-    snprintf(dead, sizeof dead, "%.*s:tg:dead", (int)(st - l->key), l->key);
-    const char *argv[6] = {"EVAL", tg_embedded_scripts[si].data, "3", l->key, members, dead};
-    size_t lens[6] = {4, tg_embedded_scripts[si].len, 1, l->klen, strlen(members), strlen(dead)};
-    r->stats.commands++;
-    if (redisAsyncCommandArgv(r->cmd.ac, on_feasible, f, 6, argv, lens) != REDIS_OK) { free(f); return; }
+    char members[1100];
+    size_t mlen = tg_key(members, sizeof members, b->P, b->plen, TG_KEY_MEMBERS,
+                         l->key + l->noff, l->klen - l->noff);
+    const char *argv[3] = {l->key, members, b->dead};
+    size_t lens[3] = {l->klen, mlen, b->dead_len};
+    if (mlen >= sizeof members
+        || tg_redis_eval(b->r, TG_SCRIPT_FEASIBLE, on_feasible, f, 0, 3, 3, argv, lens) < 0) {
+        free(f);
+        return;
+    }
     l->checking = 1;
 }
 
-/* The notify stream says instance sid failed or died. */
-void tg_barrier_dead(tg_redis_t *r, const char *sid, size_t len) {
-    (void)sid; (void)len;
-    r->ndead++;
-    size_t b;
-    for (tg_map_ent_t *e = tg_map_next(&r->barriers, NULL, &b); e; e = tg_map_next(&r->barriers, e, &b)) {
-        blist_t *l = e->value;
-        if (l->head) check_feasible(r, l);
+/* ---- the notify stream ------------------------------------------------- */
+
+/* One entry: s=<state key> n=<count> (a barrier reached a target), or
+ * d=<sid> (an instance failed or died). */
+static void on_notify(void *data, const char *id, const redisReply *fields) {
+    tg_barriers_t *b = data;
+    size_t slen, nlen;
+    (void)id;
+    b->notifies++;
+    const char *s = tg_stream_field(fields, 's', &slen);
+    const char *n = tg_stream_field(fields, 'n', &nlen);
+    if (s && n) count_is(b, s, slen, strtoll(n, NULL, 10));
+    if (tg_stream_field(fields, 'd', NULL)) {
+        b->ndead++;
+        size_t bk;
+        for (tg_map_ent_t *e = tg_map_next(&b->lists, NULL, &bk); e; e = tg_map_next(&b->lists, e, &bk)) {
+            blist_t *l = e->value;
+            if (l->head) check_feasible(b, l);
+        }
     }
+}
+
+static const tg_stream_ops_t notify_ops = {on_notify, NULL, NULL};
+
+/* Every waiter fails with "closed": their completions are not requests. */
+static void on_lost(void *data, const char *why) {
+    tg_barriers_t *b = data;
+    (void)why;
+    uv_timer_stop(&b->safety);
+    size_t bk;
+    tg_map_ent_t *e;
+    while ((e = tg_map_next(&b->lists, NULL, &bk))) {
+        blist_t *l = e->value;
+        while (l->head) {
+            bwaiter_t *w = l->head;
+            if (w->task->state == TG_TASK_WAITING && w->task->abort_data == w)
+                tg_wait_abort(w->task, TG_ABORT_CLOSED);
+            else unlink_waiter(w);
+        }
+        free(tg_map_del(&b->lists, e->key, e->klen));
+    }
+}
+
+/* ---- start-up and shutdown ----------------------------------------------- */
+
+static void on_last_notify(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    (void)r; (void)tag;
+    if (!rep) return;
+    tg_barriers_t *b = data;
+    /* Start reading the notify stream after its newest entry: older ones
+     * are about barriers that are over. */
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements && rep->element[0]->type == REDIS_REPLY_ARRAY
+        && rep->element[0]->elements >= 1)
+        snprintf(b->notify_from, sizeof b->notify_from, "%s", rep->element[0]->element[0]->str);
+    tg_redis_watch(b->r, b->notify, b->notify_len, b->notify_from, &notify_ops, b);
+}
+
+static void on_dead_count(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    (void)r; (void)tag;
+    if (!rep) return;
+    tg_barriers_t *b = data;
+    /* Peers that died before this process started: barriers check whether
+     * they can still complete. */
+    if (rep->type == REDIS_REPLY_INTEGER) b->ndead = rep->integer;
+}
+
+int tg_barrier_attach(tg_rt_t *rt) {
+    const char *P = rt->prefix;
+    size_t plen = rt->plen;
+    tg_barriers_t *b = calloc(1, sizeof *b);
+    if (!b) return -1;
+    b->rt = rt;
+    b->r = rt->redis;
+    b->plen = plen;
+    snprintf(b->notify_from, sizeof b->notify_from, "0-0");
+    if (!(b->P = malloc(plen + 1))
+        || !(b->notify = tg_key_new(P, plen, TG_KEY_NOTIFY, NULL, 0, &b->notify_len))
+        || !(b->dead = tg_key_new(P, plen, TG_KEY_DEAD, NULL, 0, &b->dead_len))
+        || tg_redis_on_lost(b->r, on_lost, b) < 0) {
+        free(b->P);
+        free(b->notify);
+        free(b->dead);
+        free(b);
+        return -1;
+    }
+    memcpy(b->P, P, plen);
+    b->P[plen] = '\0';
+    uv_timer_init(rt->loop, &b->safety);
+    b->safety.data = b;
+    uv_timer_start(&b->safety, on_safety, SAFETY_MS, SAFETY_MS);
+    rt->barriers = b;
+    const char *rev[6] = {"XREVRANGE", b->notify, "+", "-", "COUNT", "1"};
+    size_t rlens[6] = {9, b->notify_len, 1, 1, 5, 1};
+    const char *scard[2] = {"SCARD", b->dead};
+    size_t slens[2] = {5, b->dead_len};
+    if (tg_redis_cmd(b->r, on_last_notify, b, 0, 6, rev, rlens) < 0
+        || tg_redis_cmd(b->r, on_dead_count, b, 0, 2, scard, slens) < 0) return -1;
+    return 0;
+}
+
+static void close_free(uv_handle_t *h) {
+    free(h->data);
+}
+
+void tg_barrier_detach(tg_rt_t *rt) {
+    tg_barriers_t *b = rt->barriers;
+    if (!b) return;
+    rt->barriers = NULL;
+    tg_redis_off_lost(b->r, on_lost, b);
+    tg_redis_unwatch(b->r, b->notify, b->notify_len);
+    size_t bk;
+    tg_map_ent_t *e;
+    while ((e = tg_map_next(&b->lists, NULL, &bk))) {
+        blist_t *l = e->value;
+        while (l->head) unlink_waiter(l->head);
+        free(tg_map_del(&b->lists, e->key, e->klen));
+    }
+    tg_map_free(&b->lists);
+    free(b->P);
+    free(b->notify);
+    free(b->dead);
+    uv_timer_stop(&b->safety);
+    uv_close((uv_handle_t *)&b->safety, close_free);    /* frees b */
 }

@@ -1,122 +1,202 @@
-/*
- * tg_coord.c -- waits that are served one waiter at a time: locks,
- * semaphores, elections, queues.
- *
- * A waiter takes a ticket id ("<process>:<n>"), then runs the resource's
- * acquire script with it.  The script either grants at once ({1, value}) or
- * queues the ticket ({0}).  Whoever later frees the resource (a release, a
- * push, the death of a holder) hands it to the first queued ticket by adding
- * an entry to that ticket's process inbox (P:tg:inbox:<process>), which the
- * blocking connection reads with every other stream: a targeted, pushed
- * wake-up, so a hand-over costs O(1) reads, not one per process.
- *
- * Races are settled on the server: a waiter that gives up (timeout, cancel)
- * withdraws its ticket; a hand-over that reaches a ticket nobody waits for
- * any more is rejected, which gives the resource back (releases the lock,
- * returns the value to the head of the queue).  So nothing is held by a
- * waiter that left, and no value is lost.
- *
- * Ownership: tickets are malloc'd, indexed by id in r->tickets, and live
- * exactly as long as their wait.
- */
+/* tg_coord.c -- see tg_coord.h. */
+#include "tg_coord.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
 
-#include "tg_embedded.h"
-#include "tg_redis_int.h"
+#include "tg_call.h"
+#include "tg_keys.h"
+#include "tg_map.h"
+#include "tg_redis.h"
+#include "tg_scripts.h"
 
 typedef struct ticket {
     tg_task_t *task;
     char id[48];
     char kind[16];
     char *res;                  /* the resource key, for withdraw */
+    size_t rlen;
 } ticket_t;
 
-static void ticket_free(tg_redis_t *r, ticket_t *k) {
-    tg_map_del(&r->tickets, k->id, strlen(k->id));
-    free(k->res);
-    free(k);
+struct tg_tickets {
+    tg_rt_t *rt;
+    tg_redis_t *r;
+    tg_map_t tickets;           /* ticket id -> ticket_t */
+    unsigned long long seq;
+    char proc_id[16];           /* this process, for its inbox and ticket ids */
+    char *inbox;
+    size_t inbox_len;
+};
+
+int tg_coord_argv(const tg_coord_args_t *a, const char *res, size_t rlen, const char *P, size_t plen,
+                  const char *ttl, const char **argv, size_t *lens, char nums[3][24]) {
+    int n = 0;
+#define ARG(s, l) (argv[n] = (s), lens[n] = (l), n++)
+    ARG(res, rlen);
+    ARG(a->op, strlen(a->op));
+    ARG(a->kind ? a->kind : "", a->kind ? strlen(a->kind) : 0);
+    ARG(a->ticket ? a->ticket : "", a->ticket ? strlen(a->ticket) : 0);
+    ARG(a->value ? a->value : "", a->value ? a->vlen : 0);
+    ARG(P, plen);
+    ARG(a->inbox ? a->inbox : "", a->inbox ? strlen(a->inbox) : 0);
+    ARG(a->sid ? a->sid : "", a->sid ? strlen(a->sid) : 0);
+    ARG(nums[0], (size_t)snprintf(nums[0], 24, "%lld", a->n));
+    ARG(nums[1], (size_t)snprintf(nums[1], 24, "%lld", a->lease_ms));
+    ARG(nums[2], (size_t)snprintf(nums[2], 24, "%lld", a->cap));
+    ARG(ttl, strlen(ttl));
+#undef ARG
+    return n;
 }
 
-/* Run the coord script with (op, kind, id, value) on resource res and
- * forget the reply: withdraw and reject are settled on the server. */
-static void coord_fire(tg_redis_t *r, const char *res, const char *op, const char *kind,
-                       const char *id, const char *v, size_t vlen) {
-    if (r->down || !r->cmd.ac) return;
-    int si = -1;
-    for (int i = 0; tg_embedded_scripts[i].name; i++)
-        if (strcmp(tg_embedded_scripts[i].name, "coord") == 0) si = i;
-    if (si < 0) return;
-    const char *argv[9] = {"EVAL", tg_embedded_scripts[si].data, "1", res, op, kind, id, v ? v : "", r->prefix};
-    size_t lens[9] = {4, tg_embedded_scripts[si].len, 1, strlen(res), strlen(op), strlen(kind),
-                      strlen(id), v ? vlen : 0, strlen(r->prefix)};
-    r->stats.commands++;
-    redisAsyncCommandArgv(r->cmd.ac, NULL, NULL, 9, argv, lens);
+static tg_tickets_t *of(lua_State *L, const char *what) {
+    tg_tickets_t *k = tg_ctx(L)->inst->rt->tickets;
+    if (!k) tg_err_raise(L, "closed", "%s: not connected to Redis", what);
+    return k;
+}
+
+static void ticket_free(tg_tickets_t *k, ticket_t *tk) {
+    tg_map_del(&k->tickets, tk->id, strlen(tk->id));
+    free(tk->res);
+    free(tk);
+}
+
+/* ---- withdraw and reject: settled on the server ------------------------ */
+
+/* What a fire-and-forget call remembers to report a failure. */
+typedef struct fired {
+    tg_inst_t *inst;            /* whose log hears of a failure */
+    char what[96];
+} fired_t;
+
+static void on_fired(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    fired_t *f = data;
+    (void)r; (void)tag;
+    if (rep && rep->type == REDIS_REPLY_ERROR && f->inst)
+        tg_inst_warn(f->inst, "%s failed: Redis replied: %s", f->what, rep->str);
+    free(f);
+}
+
+/* Run coord.lua with op on resource res and report only a failure. */
+static void fire(tg_tickets_t *k, tg_inst_t *inst, const char *res, size_t rlen, const char *op,
+                 const char *kind, const char *id, const char *v, size_t vlen) {
+    tg_rt_t *rt = k->rt;
+    if (tg_redis_down(k->r)) return;
+    fired_t *f = malloc(sizeof *f);
+    if (!f) return;
+    f->inst = inst ? inst : rt->insts;
+    snprintf(f->what, sizeof f->what, "%s of ticket %s", op, id);
+    tg_coord_args_t a = {.op = op, .kind = kind, .ticket = id, .value = v, .vlen = vlen, .n = 1, .cap = 1};
+    const char *argv[12];
+    size_t lens[12];
+    char nums[3][24];
+    int argc = tg_coord_argv(&a, res, rlen, rt->prefix, rt->plen, rt->ttl, argv, lens, nums);
+    if (tg_redis_eval(k->r, TG_SCRIPT_COORD, on_fired, f, 0, 1, argc, argv, lens) < 0) free(f);
 }
 
 static void ticket_abort(tg_task_t *t, int why) {
-    ticket_t *k = t->abort_data;
-    tg_redis_t *r = t->ctx.inst->rt->redis;
+    ticket_t *tk = t->abort_data;
+    tg_tickets_t *k = t->ctx.inst->rt->tickets;
     (void)why;
-    coord_fire(r, k->res, "withdraw", k->kind, k->id, NULL, 0);
-    ticket_free(r, k);
+    if (k) {
+        fire(k, t->ctx.inst, tk->res, tk->rlen, "withdraw", tk->kind, tk->id, NULL, 0);
+        ticket_free(k, tk);
+    }
 }
 
-/* An entry in this process's inbox: ticket w was handed value v. */
-void tg_coord_inbox(tg_redis_t *r, const char *w, size_t wlen, const char *v, size_t vlen,
-                    const char *x, size_t xlen, const char *t, size_t tlen) {
-    ticket_t *k = tg_map_get(&r->tickets, w, wlen);
-    lua_State *co = k ? tg_wait_target(k->task, k->task->token) : NULL;
-    if (co && k->task->abort == ticket_abort) {
-        tg_task_t *task = k->task;
-        ticket_free(r, k);
-        lua_pushlstring(co, v ? v : "", v ? vlen : 0);
-        tg_wait_done(task, 1, 1);
+/* ---- hand-overs through the inbox --------------------------------------- */
+
+typedef struct handed {
+    const char *v;
+    size_t vlen;
+} handed_t;
+
+static int push_handed(lua_State *L, void *ud) {
+    handed_t *h = ud;
+    lua_pushlstring(L, h->v, h->vlen);
+    return 1;
+}
+
+/* An entry of this process's inbox: ticket w was handed value v (of
+ * resource x, kind t). */
+static void on_inbox(void *data, const char *id, const redisReply *fields) {
+    tg_tickets_t *k = data;
+    size_t wlen, vlen, xlen, tlen;
+    (void)id;
+    const char *w = tg_stream_field(fields, 'w', &wlen);
+    const char *v = tg_stream_field(fields, 'v', &vlen);
+    const char *x = tg_stream_field(fields, 'x', &xlen);
+    const char *t = tg_stream_field(fields, 't', &tlen);
+    if (!w) return;
+    ticket_t *tk = tg_map_get(&k->tickets, w, wlen);
+    if (tk && tg_wait_target(tk->task, tk->task->token) && tk->task->abort == ticket_abort) {
+        tg_task_t *task = tk->task;
+        ticket_free(k, tk);
+        handed_t h = {v ? v : "", v ? vlen : 0};
+        tg_wait_deliver(task, 1, push_handed, &h);
         return;
     }
     /* Nobody waits for it any more: give it back. */
-    char res[1024], kind[16], id[64];
-    if (!x || !t || xlen >= sizeof res || tlen >= sizeof kind || wlen >= sizeof id) return;
-    memcpy(res, x, xlen); res[xlen] = '\0';
+    char kind[16], tid[64];
+    if (!x || !t || tlen >= sizeof kind || wlen >= sizeof tid) return;
     memcpy(kind, t, tlen); kind[tlen] = '\0';
-    memcpy(id, w, wlen); id[wlen] = '\0';
-    coord_fire(r, res, "reject", kind, id, v, vlen);
+    memcpy(tid, w, wlen); tid[wlen] = '\0';
+    fire(k, NULL, x, xlen, "reject", kind, tid, v, vlen);
 }
 
-/* The acquire script answered: granted at once, queued, or an error. */
-void tg_coord_on_reply(req_t *q, redisReply *rep) {
-    lua_State *co = tg_wait_target(q->task, q->token);
-    if (co) {
-        tg_task_t *t = q->task;
-        ticket_t *k = t->abort_data;
+static const tg_stream_ops_t inbox_ops = {on_inbox, NULL, NULL};
+
+/* ---- the acquire script's answer ----------------------------------------- */
+
+static int push_granted(lua_State *L, void *ud) {
+    const redisReply *v = ud;
+    if (v->type == REDIS_REPLY_INTEGER) lua_pushfstring(L, "%I", (lua_Integer)v->integer);
+    else lua_pushlstring(L, v->str ? v->str : "", v->str ? v->len : 0);
+    return 1;
+}
+
+static int granted(const redisReply *rep) {
+    return rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2
+        && rep->element[0]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer == 1;
+}
+
+/* What an acquire request remembers: its task and, should the grant land
+ * after the wait ended, what to give back. */
+typedef struct acquire {
+    tg_task_t *task;
+    tg_inst_t *inst;
+    char id[48], kind[16];
+    size_t rlen;
+    char res[];
+} acquire_t;
+
+static void on_acquire(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    acquire_t *q = data;
+    tg_task_t *t = q->task;
+    (void)r;
+    tg_tickets_t *k = t->ctx.inst->rt->tickets;
+    if (tg_wait_target(t, tag) && t->abort == ticket_abort) {
+        ticket_t *tk = t->abort_data;
         if (!rep) {
             tg_wait_abort(t, TG_ABORT_CLOSED);
         } else if (rep->type == REDIS_REPLY_ERROR) {
-            ticket_free(q->r, k);
+            ticket_free(k, tk);
             tg_wait_fail(t, "redis", "%s: Redis replied: %s", t->what, rep->str);
-        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 && rep->element[0]->type == REDIS_REPLY_INTEGER
-                   && rep->element[0]->integer == 1) {
-            redisReply *v = rep->element[1];
-            ticket_free(q->r, k);
-            if (v->type == REDIS_REPLY_INTEGER) lua_pushfstring(co, "%I", (lua_Integer)v->integer);
-            else lua_pushlstring(co, v->str ? v->str : "", v->str ? v->len : 0);
-            tg_wait_done(t, 1, 1);
-        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 && rep->element[0]->type == REDIS_REPLY_INTEGER
-                   && rep->element[0]->integer == 0) {
+        } else if (granted(rep)) {
+            ticket_free(k, tk);
+            tg_wait_deliver(t, 1, push_granted, rep->element[1]);
+        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1
+                   && rep->element[0]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer == 0) {
             /* queued: the inbox brings the value */
         } else {
-            ticket_free(q->r, k);
+            ticket_free(k, tk);
             tg_wait_fail(t, "redis", "%s: unexpected reply from the server script", t->what);
         }
-    } else if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2
-               && rep->element[0]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer == 1
-               && q->argv && q->argc >= 7) {
+    } else if (granted(rep) && k) {
         /* Granted at once, but the wait already ended (timeout, cancel):
          * nobody will use it, so give it back as a stale hand-over is --
-         * the permit is released, the value goes back to the queue's head.
-         * argv: EVALSHA sha 1 <res> <op> <kind> <id> ... */
-        redisReply *v = rep->element[1];
+         * the permit is released, the value goes back to the queue's head. */
+        const redisReply *v = rep->element[1];
         char num[32];
         const char *vs = v->str;
         size_t vl = v->str ? v->len : 0;
@@ -124,82 +204,171 @@ void tg_coord_on_reply(req_t *q, redisReply *rep) {
             vl = (size_t)snprintf(num, sizeof num, "%lld", (long long)v->integer);
             vs = num;
         }
-        coord_fire(q->r, q->argv[3], "reject", q->argv[5], q->argv[6], vs, vl);
+        fire(k, q->inst, q->res, q->rlen, "reject", q->kind, q->id, vs, vl);
     }
+    tg_task_unref(t);
+    free(q);
 }
 
-/* core.ticket_id() -> id, inbox key.  A fresh ticket id of this process. */
+/* ---- Lua ----------------------------------------------------------------- */
+
+static int key_kind(lua_State *L, int idx) {
+    static const char *const names[] = {"sem", "mutex", "election", "queue", "counter", "sessions", NULL};
+    static const int kinds[] = {TG_KEY_SEM, TG_KEY_MUTEX, TG_KEY_ELECTION, TG_KEY_QUEUE, TG_KEY_COUNTER,
+                                TG_KEY_SESSIONS};
+    return kinds[luaL_checkoption(L, idx, NULL, names)];
+}
+
+/* coord.ticket_id() -> a fresh ticket id of this process */
 static int l_ticket_id(lua_State *L) {
-    tg_redis_t *r = tg_redis_of(L);
-    lua_pushfstring(L, "%s:%I", r->proc_id, (lua_Integer)++r->ticket_seq);
-    lua_pushstring(L, r->inbox);
-    return 2;
+    tg_tickets_t *k = of(L, "ticket");
+    lua_pushfstring(L, "%s:%I", k->proc_id, (lua_Integer)++k->seq);
+    return 1;
 }
 
-/* core.ticket(id, resource, kind, script, {keys}, {args}, timeout, label) -> value.
- * Yields until the script grants, or the inbox hands the ticket a value. */
+/* coord.ticket(id, resource, name, op, sid, n, lease_ms, cap, timeout, label) -> value.
+ * Yields until the script grants, or the inbox hands ticket id a value.
+ * resource is "sem", "mutex", "election" or "queue"; op "acquire" or "pop". */
 static int l_ticket(lua_State *L) {
-    tg_redis_t *r = tg_redis_of(L);
     size_t idlen;
     const char *id = luaL_checklstring(L, 1, &idlen);
-    const char *res = luaL_checkstring(L, 2);
-    const char *kind = luaL_checkstring(L, 3);
-    int si = tg_redis_script_index(L, luaL_checkstring(L, 4));
-    luaL_checktype(L, 5, LUA_TTABLE);
-    luaL_checktype(L, 6, LUA_TTABLE);
-    double timeout = luaL_optnumber(L, 7, -1);
-    const char *label = luaL_checkstring(L, 8);
-    if (idlen >= sizeof ((ticket_t *)0)->id || strlen(kind) >= sizeof ((ticket_t *)0)->kind)
-        return tg_err_raise(L, "invalid", "%s: bad ticket", label);
-    lua_settop(L, 8);
-    const char *argv[MAX_ARGS];
-    size_t lens[MAX_ARGS];
-    char nkeys[16];
-    int argc = tg_redis_script_argv(L, r, si, 5, 6, argv, lens, nkeys);
-    tg_redis_check_up(L, r, label);
-    if (tg_map_get(&r->tickets, id, idlen))
+    int kk = key_kind(L, 2);
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 3, &nlen);
+    const char *op = luaL_checkstring(L, 4);
+    const char *sid = luaL_checkstring(L, 5);
+    tg_coord_args_t a = {.op = op, .sid = sid, .n = luaL_checkinteger(L, 6),
+                         .lease_ms = luaL_checkinteger(L, 7), .cap = luaL_checkinteger(L, 8)};
+    double timeout = luaL_checknumber(L, 9);
+    const char *label = luaL_checkstring(L, 10);
+    a.kind = kk == TG_KEY_QUEUE ? "queue" : "sem";
+    tg_tickets_t *k = of(L, label);
+    tg_rt_t *rt = k->rt;
+    if (tg_redis_down(k->r)) return tg_err_raise(L, "closed", "%s: %s", label, tg_redis_down(k->r));
+    char res[1024];
+    size_t rlen = tg_key(res, sizeof res, rt->prefix, rt->plen, kk, name, nlen);
+    if (rlen >= sizeof res) return tg_err_raise(L, "invalid", "%s: the name is too long", label);
+    if (idlen >= sizeof ((ticket_t *)0)->id) return tg_err_raise(L, "invalid", "%s: bad ticket id", label);
+    if (tg_map_get(&k->tickets, id, idlen))
         return tg_err_raise(L, "invalid", "%s: ticket %s is in use", label, id);
-    tg_task_t *t = tg_wait_begin(L, timeout, label);
-    ticket_t *k = calloc(1, sizeof *k);
-    if (!k || !(k->res = strdup(res)) || tg_map_set(&r->tickets, id, idlen, k) < 0) {
-        if (k) free(k->res);
-        free(k);
-        tg_wait_fail(t, "invalid", "%s: out of memory", label);
+    a.ticket = id;
+    a.inbox = k->inbox;
+    tg_task_t *t = tg_wait_begin(L, timeout, label);     /* may raise: nothing allocated yet */
+    ticket_t *tk = calloc(1, sizeof *tk);
+    acquire_t *q = malloc(sizeof *q + rlen + 1);
+    if (!tk || !q || !(tk->res = malloc(rlen + 1)) || tg_map_set(&k->tickets, id, strlen(id), tk) < 0) {
+        if (tk) free(tk->res);
+        free(tk);
+        free(q);
+        tg_wait_fail(t, "nomem", "%s: out of memory", label);
         return tg_wait_yield(L);
     }
-    k->task = t;
-    memcpy(k->id, id, idlen + 1);
-    snprintf(k->kind, sizeof k->kind, "%s", kind);
-    tg_wait_on_abort(t, ticket_abort, k);
-    if (tg_redis_send_for(r, t, REQ_TICKET, si, argc, argv, lens, 1) < 0)
+    tk->task = t;
+    memcpy(tk->id, id, strlen(id) + 1);
+    snprintf(tk->kind, sizeof tk->kind, "%s", a.kind);
+    memcpy(tk->res, res, rlen + 1);
+    tk->rlen = rlen;
+    q->task = tg_task_ref(t);
+    q->inst = t->ctx.inst;
+    memcpy(q->id, id, sizeof q->id);
+    snprintf(q->kind, sizeof q->kind, "%s", a.kind);
+    memcpy(q->res, res, rlen + 1);
+    q->rlen = rlen;
+    tg_wait_on_abort(t, ticket_abort, tk);
+    const char *argv[12];
+    size_t lens[12];
+    char nums[3][24];
+    int argc = tg_coord_argv(&a, res, rlen, rt->prefix, rt->plen, rt->ttl, argv, lens, nums);
+    if (tg_redis_eval(k->r, TG_SCRIPT_COORD, on_acquire, q, t->token, 1, argc, argv, lens) < 0) {
+        tg_task_unref(t);
+        free(q);
         tg_wait_abort(t, TG_ABORT_CLOSED);
+    }
     return tg_wait_yield(L);
 }
 
-void tg_coord_lost(tg_redis_t *r) {
-    size_t b;
-    tg_map_ent_t *e;
-    while ((e = tg_map_next(&r->tickets, NULL, &b))) {
-        ticket_t *k = e->value;
-        if (k->task->state == TG_TASK_WAITING && k->task->abort_data == k)
-            tg_wait_abort(k->task, TG_ABORT_CLOSED);    /* frees k */
-        else ticket_free(r, k);
-    }
+/* coord.call(resource, name, op, sid, ticket, value, n, label) -> reply.
+ * Yields: one coord.lua call that never queues (release, holder, add, push,
+ * beat, die, bye). */
+static int l_call(lua_State *L) {
+    int kk = key_kind(L, 1);
+    size_t nlen, vlen;
+    const char *name = luaL_optlstring(L, 2, "", &nlen);
+    tg_coord_args_t a = {.op = luaL_checkstring(L, 3), .sid = luaL_checkstring(L, 4),
+                         .ticket = luaL_optstring(L, 5, ""), .n = luaL_optinteger(L, 7, 1), .cap = 1};
+    a.value = luaL_optlstring(L, 6, "", &vlen);
+    a.vlen = vlen;
+    const char *label = luaL_checkstring(L, 8);
+    a.kind = kk == TG_KEY_QUEUE ? "queue" : kk == TG_KEY_COUNTER ? "counter" : kk == TG_KEY_SESSIONS ? "" : "sem";
+    tg_tickets_t *k = of(L, label);
+    tg_rt_t *rt = k->rt;
+    char res[1024];
+    size_t rlen = tg_key(res, sizeof res, rt->prefix, rt->plen, kk, name, nlen);
+    if (rlen >= sizeof res) return tg_err_raise(L, "invalid", "%s: the name is too long", label);
+    const char *argv[12];
+    size_t lens[12];
+    char nums[3][24];
+    int argc = tg_coord_argv(&a, res, rlen, rt->prefix, rt->plen, rt->ttl, argv, lens, nums);
+    double timeout = kk == TG_KEY_SESSIONS ? 5 : -1;
+    return tg_call_yield(L, timeout, label, TG_SCRIPT_COORD, 1, argc, argv, lens);
 }
 
-void tg_coord_free(tg_redis_t *r) {
-    size_t b;
-    tg_map_ent_t *e;
-    while ((e = tg_map_next(&r->tickets, NULL, &b))) ticket_free(r, e->value);
-    tg_map_free(&r->tickets);
-}
-
-static const luaL_Reg coord_funcs[] = {
+static const luaL_Reg funcs[] = {
     {"ticket_id", l_ticket_id},
     {"ticket", l_ticket},
+    {"call", l_call},
     {NULL, NULL},
 };
 
-void tg_coord_open_lua(lua_State *L) {
-    luaL_setfuncs(L, coord_funcs, 0);
+int luaopen_tg_coord_c(lua_State *L) {
+    luaL_newlib(L, funcs);
+    return 1;
+}
+
+/* ---- attach / detach ----------------------------------------------------- */
+
+/* The connection is gone: every ticket's wait fails with "closed". */
+static void on_lost(void *data, const char *why) {
+    tg_tickets_t *k = data;
+    (void)why;
+    size_t b;
+    tg_map_ent_t *e;
+    while ((e = tg_map_next(&k->tickets, NULL, &b))) {
+        ticket_t *tk = e->value;
+        if (tk->task->state == TG_TASK_WAITING && tk->task->abort_data == tk)
+            tg_wait_abort(tk->task, TG_ABORT_CLOSED);   /* frees tk */
+        else ticket_free(k, tk);
+    }
+}
+
+int tg_coord_attach(tg_rt_t *rt) {
+    tg_tickets_t *k = calloc(1, sizeof *k);
+    if (!k) return -1;
+    k->rt = rt;
+    k->r = rt->redis;
+    tg_rt_random_id(k->proc_id, sizeof k->proc_id);
+    if (!(k->inbox = tg_key_new(rt->prefix, rt->plen, TG_KEY_INBOX, k->proc_id, strlen(k->proc_id), &k->inbox_len))
+        || tg_redis_on_lost(k->r, on_lost, k) < 0
+        || tg_redis_watch(k->r, k->inbox, k->inbox_len, "0-0", &inbox_ops, k) < 0) {
+        tg_redis_off_lost(k->r, on_lost, k);
+        free(k->inbox);
+        free(k);
+        return -1;
+    }
+    rt->tickets = k;
+    return 0;
+}
+
+void tg_coord_detach(tg_rt_t *rt) {
+    tg_tickets_t *k = rt->tickets;
+    if (!k) return;
+    rt->tickets = NULL;
+    tg_redis_off_lost(k->r, on_lost, k);
+    tg_redis_unwatch(k->r, k->inbox, k->inbox_len);
+    size_t b;
+    tg_map_ent_t *e;
+    while ((e = tg_map_next(&k->tickets, NULL, &b))) ticket_free(k, e->value);
+    tg_map_free(&k->tickets);
+    free(k->inbox);
+    free(k);
 }

@@ -10,15 +10,20 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "tg_barrier.h"
+#include "tg_call.h"
+#include "tg_coord.h"
 #include "tg_embedded.h"
+#include "tg_event.h"
 #include "tg_json.h"
+#include "tg_keys.h"
 #include "tg_redis.h"
 #include "tg_rt.h"
+#include "tg_session.h"
+#include "tg_topic.h"
 
-void tg_rt_open(lua_State *L);
 int luaopen_tg_net_c(lua_State *L);
 int luaopen_tg_proc_c(lua_State *L);
-void tg_inst_abandon_tasks(tg_inst_t *inst);
 
 /* tg.core.time_ns() -> integer nanoseconds since the Unix epoch */
 static int l_time_ns(lua_State *L) {
@@ -34,24 +39,44 @@ static int l_config(lua_State *L) {
     return 1;
 }
 
-/* tg.core.script_names() -> {name, ...} of the compiled-in Redis scripts */
-static int l_script_names(lua_State *L) {
-    lua_newtable(L);
-    for (int i = 0; tg_embedded_scripts[i].name; i++) {
-        lua_pushstring(L, tg_embedded_scripts[i].name);
-        lua_rawseti(L, -2, i + 1);
-    }
+static void count_active(uv_handle_t *h, void *arg) {
+    if (uv_is_active(h) && !uv_is_closing(h)) ++*(int *)arg;
+}
+
+/* tg.core.stats() -> {tasks=, live_tasks=, handles=, requests=, memory=,
+ * instance=}: what is alive now, for tests (every spec checks that nothing
+ * is left behind).  handles counts the loop's active handles; requests the
+ * Redis requests whose reply has not come back. */
+static int l_stats(lua_State *L) {
+    tg_inst_t *inst = tg_ctx(L)->inst;
+    int handles = 0;
+    uv_walk(inst->rt->loop, count_active, &handles);
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, inst->ntasks);
+    lua_setfield(L, -2, "tasks");
+    lua_pushinteger(L, tg_task_live());
+    lua_setfield(L, -2, "live_tasks");
+    lua_pushinteger(L, handles);
+    lua_setfield(L, -2, "handles");
+    lua_pushinteger(L, inst->rt->redis ? (lua_Integer)tg_redis_inflight(inst->rt->redis) : 0);
+    lua_setfield(L, -2, "requests");
+    lua_pushinteger(L, (lua_Integer)inst->rt->pool.in_use);
+    lua_setfield(L, -2, "memory");
+    lua_pushinteger(L, inst->index);
+    lua_setfield(L, -2, "instance");
     return 1;
 }
 
-/* tg.core.stats() -> {tasks=, instance=} live counts, for tests */
-static int l_stats(lua_State *L) {
-    tg_inst_t *inst = tg_ctx(L)->inst;
-    lua_createtable(L, 0, 2);
-    lua_pushinteger(L, inst->ntasks);
-    lua_setfield(L, -2, "tasks");
-    lua_pushinteger(L, inst->index);
-    lua_setfield(L, -2, "instance");
+/* tg.core.memory_limit([bytes]) -> previous limit: every lua_State of this
+ * process may use at most bytes (nil or 0: no limit); an allocation past it
+ * fails as if memory ran out. */
+static int l_memory_limit(lua_State *L) {
+    tg_pool_t *p = &tg_ctx(L)->inst->rt->pool;
+    lua_Integer prev = (lua_Integer)p->limit;
+    lua_Integer n = luaL_optinteger(L, 1, 0);
+    if (n < 0) return tg_err_raise(L, "invalid", "memory_limit: bytes must be >= 0");
+    p->limit = (size_t)n;
+    lua_pushinteger(L, prev);
     return 1;
 }
 
@@ -64,20 +89,85 @@ static int l_exe_path(lua_State *L) {
     return 1;
 }
 
+static const luaL_Reg inst_funcs[] = {
+    {"time_ns", l_time_ns},
+    {"config", l_config},
+    {"stats", l_stats},
+    {"memory_limit", l_memory_limit},
+    {"exe_path", l_exe_path},
+    {"event_describe", tg_event_l_describe},
+    {NULL, NULL},
+};
+
+/* "tg.core": tasks, time and errors (tg_rt.c), and what an instance knows
+ * of itself (here). */
 static int open_core(lua_State *L) {
     lua_newtable(L);
     tg_rt_open(L);
-    tg_redis_open_lua(L);
-    lua_pushcfunction(L, l_time_ns);
-    lua_setfield(L, -2, "time_ns");
-    lua_pushcfunction(L, l_config);
-    lua_setfield(L, -2, "config");
-    lua_pushcfunction(L, l_script_names);
-    lua_setfield(L, -2, "script_names");
-    lua_pushcfunction(L, l_stats);
-    lua_setfield(L, -2, "stats");
-    lua_pushcfunction(L, l_exe_path);
-    lua_setfield(L, -2, "exe_path");
+    luaL_setfuncs(L, inst_funcs, 0);
+    return 1;
+}
+
+/* ---- tg.keys: the run's key layout (tg_keys.h), for Lua ------------------ */
+
+static tg_rt_t *keyed_rt(lua_State *L) {
+    tg_rt_t *rt = tg_ctx(L)->inst->rt;
+    if (!rt->prefix)
+        tg_err_raise(L, "invalid", "the run's keys are not known yet: sync calls must run in a case");
+    return rt;
+}
+
+static int push_key(lua_State *L, int kind, const char *name, size_t nlen) {
+    tg_rt_t *rt = keyed_rt(L);
+    luaL_Buffer b;
+    size_t n = tg_key(NULL, 0, rt->prefix, rt->plen, kind, name, nlen);
+    char *p = luaL_buffinitsize(L, &b, n + 1);
+    tg_key(p, n + 1, rt->prefix, rt->plen, kind, name, nlen);
+    luaL_pushresultsize(&b, n);
+    return 1;
+}
+
+/* keys.<kind>(name) -> key: state, topic, waits, members, inbox, sem,
+ * mutex, election, queue, counter, tg */
+static int l_key(lua_State *L) {
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 1, &nlen);
+    return push_key(L, (int)lua_tointeger(L, lua_upvalueindex(1)), name, nlen);
+}
+
+/* keys.prefix, keys.notify, keys.run_events, keys.dead, keys.sessions,
+ * keys.ttl: fields, known once the run is */
+static int l_keys_index(lua_State *L) {
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "prefix") == 0) {
+        tg_rt_t *rt = keyed_rt(L);
+        lua_pushlstring(L, rt->prefix, rt->plen);
+        return 1;
+    }
+    if (strcmp(k, "ttl") == 0) {
+        lua_pushstring(L, keyed_rt(L)->ttl);
+        return 1;
+    }
+    int kind = tg_key_kind_of(k);
+    if (kind < 0 || tg_key_named(kind)) return 0;
+    return push_key(L, kind, NULL, 0);
+}
+
+static int open_keys(lua_State *L) {
+    lua_newtable(L);
+    for (int kind = 0; kind < TG_KEY_NKINDS; kind++) {
+        if (!tg_key_named(kind)) continue;
+        lua_pushinteger(L, kind);
+        lua_pushcclosure(L, l_key, 1);
+        static const char *const names[] = {"state", "topic", "waits", "members", "inbox", "sem",
+                                            "mutex", "election", "queue", "counter", "tg", NULL};
+        for (int i = 0; names[i]; i++)
+            if (tg_key_kind_of(names[i]) == kind) lua_setfield(L, -2, names[i]);
+    }
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_keys_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
     return 1;
 }
 
@@ -169,15 +259,25 @@ tg_inst_t *tg_inst_new(tg_rt_t *rt) {
     lua_gc(L, LUA_GCGEN, 0, 0);
     luaL_openlibs(L);
 
+    /* the runtime's C modules, each from its own unit */
+    static const luaL_Reg modules[] = {
+        {"tg.core", open_core},
+        {"tg.keys", open_keys},
+        {"tg.json", luaopen_tg_json},
+        {"tg.redis", luaopen_tg_redis},
+        {"tg.barrier.c", luaopen_tg_barrier_c},
+        {"tg.topic.c", luaopen_tg_topic_c},
+        {"tg.coord.c", luaopen_tg_coord_c},
+        {"tg.session.c", luaopen_tg_session_c},
+        {"tg.net.c", luaopen_tg_net_c},
+        {"tg.proc.c", luaopen_tg_proc_c},
+        {NULL, NULL},
+    };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, open_core);
-    lua_setfield(L, -2, "tg.core");
-    lua_pushcfunction(L, luaopen_tg_json);
-    lua_setfield(L, -2, "tg.json");
-    lua_pushcfunction(L, luaopen_tg_net_c);
-    lua_setfield(L, -2, "tg.net.c");
-    lua_pushcfunction(L, luaopen_tg_proc_c);
-    lua_setfield(L, -2, "tg.proc.c");
+    for (const luaL_Reg *m = modules; m->name; m++) {
+        lua_pushcfunction(L, m->func);
+        lua_setfield(L, -2, m->name);
+    }
     lua_pop(L, 1);
 
     /* searchers: preload, embedded, then Lua's own path and C searchers */
@@ -203,6 +303,11 @@ void tg_inst_free(tg_inst_t *inst) {
     tg_inst_abandon_tasks(inst);
     if (inst->main) tg_task_unref(inst->main);
     lua_close(inst->L);
+    while (inst->warnings) {
+        tg_warning_t *w = inst->warnings;
+        inst->warnings = w->next;
+        free(w);
+    }
     tg_inst_t **p = &rt->insts;
     while (*p && *p != inst) p = &(*p)->next;
     if (*p) *p = inst->next;

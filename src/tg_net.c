@@ -445,11 +445,11 @@ static void read_abort(tg_task_t *t, int why) {
     if (why != TG_ABORT_TIMEOUT || !tg_wait_target(t, t->token)) return;
     char b[32];
     if (c->rmode == RD_LINE)
-        tg_wait_fail(t, "timeout", "%s timed out after %s: got %I bytes without a newline",
-                     t->what, secs(t->timeout, b, sizeof b), (lua_Integer)avail(c));
+        tg_wait_fail(t, "timeout", "%s timed out after %s: got %lld bytes without a newline",
+                     t->what, secs(t->timeout, b, sizeof b), (long long)avail(c));
     else
-        tg_wait_fail(t, "timeout", "%s timed out after %s: got %I",
-                     t->what, secs(t->timeout, b, sizeof b), (lua_Integer)avail(c));
+        tg_wait_fail(t, "timeout", "%s timed out after %s: got %lld",
+                     t->what, secs(t->timeout, b, sizeof b), (long long)avail(c));
 }
 
 /* Shared by read and read_line: return at once when the buffer (or EOF)
@@ -491,7 +491,7 @@ static int l_net_read(lua_State *L) {
             return tg_err_raise(L, "invalid", "conn:read: n must be a whole number >= 0");
         mode = RD_EXACT;
     }
-    double timeout = tg_opt_timeout(L, 3);
+    double timeout = tg_opt_timeout(L, 3, "conn:read");
     char what[160];
     if (mode == RD_EXACT) snprintf(what, sizeof what, "read of %lld bytes from %s", (long long)n, b->peer);
     else snprintf(what, sizeof what, "read from %s", b->peer);
@@ -503,7 +503,7 @@ static int l_net_read(lua_State *L) {
  * raises "closed". */
 static int l_net_read_line(lua_State *L) {
     conn_box_t *b = check_conn(L, "read_line");
-    double timeout = tg_opt_timeout(L, 2);
+    double timeout = tg_opt_timeout(L, 2, "conn:read_line");
     char what[160];
     snprintf(what, sizeof what, "read_line from %s", b->peer);
     return do_read(L, b, RD_LINE, 0, timeout, what);
@@ -529,7 +529,7 @@ static int l_net_write(lua_State *L) {
     if (lua_type(L, 2) != LUA_TSTRING)
         return tg_err_raise(L, "invalid", "conn:write: data must be a string, got %s", luaL_typename(L, 2));
     const char *data = lua_tolstring(L, 2, &len);
-    double timeout = tg_opt_timeout(L, 3);
+    double timeout = tg_opt_timeout(L, 3, "conn:write");
     char what[160];
     snprintf(what, sizeof what, "write of %llu bytes to %s", (unsigned long long)len, b->peer);
     if (!b->c) return tg_err_raise(L, "closed", "%s: the connection is closed", what);
@@ -682,7 +682,7 @@ static int l_net_connect(lua_State *L) {
     if (lua_type(L, 1) != LUA_TSTRING)
         return tg_err_raise(L, "invalid", "net.connect: address must be a string, got %s", luaL_typename(L, 1));
     const char *a = lua_tostring(L, 1);
-    double timeout = tg_opt_timeout(L, 2);
+    double timeout = tg_opt_timeout(L, 2, "net.connect");
     char host[ADDR_MAX];
     int port, bracketed;
     struct sockaddr_storage ss;
@@ -888,7 +888,7 @@ static void accept_abort(tg_task_t *t, int why) {
 /* c.accept(listener, [opts]) -> conn.  Yields unless a connection is queued. */
 static int l_net_accept(lua_State *L) {
     lsn_box_t *b = check_lsn(L, "accept");
-    double timeout = tg_opt_timeout(L, 2);
+    double timeout = tg_opt_timeout(L, 2, "listener:accept");
     char what[NAME_LEN + 16];
     snprintf(what, sizeof what, "accept on %s", b->address);
     if (!b->l) return tg_err_raise(L, "closed", "%s: the listener is closed", what);

@@ -8,10 +8,15 @@
  * (--inproc) that saves the 30-40 % that malloc's headers and rounding cost
  * on Lua's many small objects.  Blocks above 512 bytes go to malloc.
  *
+ * A limit (bytes, 0 = none) makes every allocation past it fail, as if
+ * memory ran out: plans and specs use it to see out-of-memory handled.
+ *
+ * Under AddressSanitizer the pool stays on (it is what production runs):
+ * every block is poisoned while it is free and followed by a poisoned red
+ * zone, so a use after free or an overflow into the next block is reported.
+ *
  * The pool owns its chunks and frees them all in tg_pool_free(), which must
- * come after the last lua_close() of a state that used it.  Under
- * AddressSanitizer every block goes to malloc, so that ASan still sees each
- * one.
+ * come after the last lua_close() of a state that used it.
  */
 #ifndef TG_POOL_H
 #define TG_POOL_H
@@ -27,7 +32,8 @@ typedef struct tg_pool {
     size_t nchunks, capchunks;
     char *cur;
     size_t left;
-    size_t in_use;              /* bytes handed out, for the benchmarks */
+    size_t in_use;              /* bytes handed out (pooled and large) */
+    size_t limit;               /* 0: none */
 } tg_pool_t;
 
 /* A lua_Alloc: pass the pool as ud to lua_newstate. */

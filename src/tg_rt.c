@@ -4,6 +4,7 @@
  */
 #include "tg_rt.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -17,6 +18,9 @@
 #define ERROR_META "tg.error"
 
 static void drain(uv_idle_t *h);
+static void enqueue(tg_task_t *t);
+
+static long live_tasks;         /* allocated and not yet freed, for tests */
 
 double tg_rt_now(void) {
     return (double)uv_hrtime() / 1e9;
@@ -60,6 +64,15 @@ void tg_rt_handle_signals(tg_rt_t *rt) {
 
 void tg_rt_close(tg_rt_t *rt) {
     rt->closing = 1;
+    /* Tasks still queued (their instances are gone, so they will never
+     * run): drop the queue's references on purpose. */
+    while (rt->ready_head) {
+        tg_task_t *t = rt->ready_head;
+        rt->ready_head = t->next_ready;
+        if (!rt->ready_head) rt->ready_tail = NULL;
+        t->next_ready = NULL;
+        tg_task_unref(t);
+    }
     for (int i = 0; i < rt->nchunks; i++) free(rt->chunks[i].data);
     free(rt->chunks);
     rt->chunks = NULL;
@@ -106,13 +119,40 @@ int tg_err_raise(lua_State *L, const char *code, const char *fmt, ...) {
     return lua_error(L);
 }
 
+/* How a bad argument is shown in a message. */
+const char *tg_describe(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    switch (lua_type(L, idx)) {
+    case LUA_TNONE:
+    case LUA_TNIL: return lua_pushliteral(L, "nothing");
+    case LUA_TNUMBER: return luaL_tolstring(L, idx, NULL);
+    case LUA_TSTRING:
+        if (lua_rawlen(L, idx) == 0) return lua_pushliteral(L, "an empty string");
+        /* string.format("%q", v), from the loaded module (not the global) */
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        lua_getfield(L, -1, "string");
+        lua_getfield(L, -1, "format");
+        lua_remove(L, -2);
+        lua_remove(L, -2);
+        if (!lua_isfunction(L, -1)) {
+            lua_pop(L, 1);
+            return lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
+        }
+        lua_pushliteral(L, "%q");
+        lua_pushvalue(L, idx);
+        lua_call(L, 2, 1);
+        return lua_tostring(L, -1);
+    default: return lua_pushfstring(L, "a %s", luaL_typename(L, idx));
+    }
+}
+
 /* ---- the ready queue ---------------------------------------------------- */
 
 static void enqueue(tg_task_t *t) {
     tg_rt_t *rt = t->ctx.inst->rt;
     t->state = TG_TASK_READY;
     t->next_ready = NULL;
-    t->refs++;                                  /* the queue's reference, dropped by drain() */
+    tg_task_ref(t);                             /* the queue's, dropped by drain() */
     if (rt->ready_tail) rt->ready_tail->next_ready = t;
     else {
         rt->ready_head = t;
@@ -125,9 +165,25 @@ static void timer_free(uv_handle_t *h) {
     free(h);
 }
 
+tg_task_t *tg_task_ref(tg_task_t *t) {
+    t->refs++;
+    return t;
+}
+
 void tg_task_unref(tg_task_t *t) {
     if (--t->refs > 0) return;
+    live_tasks--;
     free(t);
+}
+
+/* Drop a reference that cannot be the last (the caller holds another):
+ * no free path, so the compiler sees t stay valid. */
+static void unref_held(tg_task_t *t) {
+    t->refs--;
+}
+
+long tg_task_live(void) {
+    return live_tasks;
 }
 
 /* Push the results of finished task t on L (its values, or its error);
@@ -143,6 +199,10 @@ static int push_results(lua_State *L, tg_task_t *t, int *ok) {
     for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
     lua_remove(L, -n - 1);
     return n;
+}
+
+static int push_joined(lua_State *L, void *ud) {
+    return push_results(L, ud, NULL);
 }
 
 /* The task ended: keep its results for join(), release its coroutine at
@@ -199,10 +259,8 @@ static void finish(tg_task_t *t, int ok, int nres) {
         tg_task_t *j = t->joiners;
         t->joiners = j->next_joiner;
         j->abort = NULL;
-        t->refs--;                              /* the joiner's; "running" is still held */
-        lua_State *jco = tg_wait_target(j, j->token);
-        if (!jco) continue;
-        tg_wait_done(j, ok, push_results(jco, t, NULL));
+        if (tg_wait_target(j, j->token)) tg_wait_deliver(j, ok, push_joined, t);
+        unref_held(t);                          /* the joiner's; "running" is still held */
     }
 
     /* An error nobody joins must not vanish: hand it to the instance's
@@ -217,15 +275,18 @@ static void finish(tg_task_t *t, int ok, int nres) {
     }
 
     if (t == inst->main && inst->rt->on_inst_done) inst->rt->on_inst_done(inst);
-    t->refs--;      /* "running"; never the last: drain() holds the queue's */
+    unref_held(t);      /* "running"; never the last: drain() holds the queue's */
 }
 
 static void resume(tg_task_t *t) {
     lua_State *co = t->co;
+    tg_rt_t *rt = t->ctx.inst->rt;
     int nres, nargs = t->nresume;
     t->nresume = 0;
     t->state = TG_TASK_RUNNING;
+    rt->running = t;
     int st = lua_resume(co, t->ctx.inst->L, nargs, &nres);
+    rt->running = NULL;
     if (st == LUA_YIELD) {
         lua_pop(co, nres);
         /* A bare coroutine.yield() in a task body lets the others run, like
@@ -238,6 +299,11 @@ static void resume(tg_task_t *t) {
 
 static void drain(uv_idle_t *h) {
     tg_rt_t *rt = h->data;
+    if (rt->warnings) {
+        rt->warnings = 0;
+        for (tg_inst_t *inst = rt->insts; inst; inst = inst->next)
+            if (inst->warnings) tg_inst_flush_warnings(inst);
+    }
     tg_task_t *t = rt->ready_head;
     rt->ready_head = rt->ready_tail = NULL;     /* later arrivals wait for the next turn */
     int resumed = 0;
@@ -248,12 +314,12 @@ static void drain(uv_idle_t *h) {
             resume(t);
             /* Waking a thousand waiters takes a while: let Redis start on
              * the commands they queued instead of idling until the end. */
-            if (++resumed % 32 == 0 && rt->flush) rt->flush(rt);
+            if (++resumed % 32 == 0 && rt->flush) rt->flush(rt->flush_data);
         }
         tg_task_unref(t);                       /* queue's reference */
         t = next;
     }
-    if (!rt->ready_head) uv_idle_stop(&rt->idle);
+    if (!rt->ready_head && !rt->warnings) uv_idle_stop(&rt->idle);
 }
 
 /* ---- tasks -------------------------------------------------------------- */
@@ -264,6 +330,7 @@ tg_task_t *tg_task_spawn(lua_State *L, int nargs, const char *name) {
     if (!t) { luaL_error(L, "out of memory"); return NULL; }
     t->timer = malloc(sizeof *t->timer);
     if (!t->timer) { free(t); luaL_error(L, "out of memory"); return NULL; }
+    live_tasks++;
     uv_timer_init(inst->rt->loop, t->timer);
     t->timer->data = t;
     t->ctx.inst = inst;
@@ -373,12 +440,81 @@ void tg_wait_done(tg_task_t *t, int ok, int nvalues) {
     enqueue(t);
 }
 
+typedef struct deliver {
+    int (*push)(lua_State *L, void *ud);
+    void *ud;
+} deliver_t;
+
+static int l_deliver(lua_State *L) {
+    deliver_t *d = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    return d->push(L, d->ud);
+}
+
+void tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), void *ud) {
+    tg_inst_t *inst = t->ctx.inst;
+    tg_task_t *run = inst->rt->running;
+    lua_State *co = t->co;
+    /* Where to convert: the running coroutine of t's instance when there is
+     * one (a call that ends another wait at once), else the instance's main
+     * thread, which is idle while I/O callbacks run.  Never another
+     * instance's state: values cannot cross states. */
+    lua_State *W = run && run->ctx.inst == inst ? run->co : inst->L;
+    int top = lua_gettop(W), n = 0;
+    deliver_t d = {push, ud};
+    if (lua_checkstack(W, 4)) {
+        lua_pushcfunction(W, l_deliver);
+        lua_pushlightuserdata(W, &d);
+        if (lua_pcall(W, 1, LUA_MULTRET, 0) != LUA_OK) ok = 0;
+        n = lua_gettop(W) - top;
+        if (!ok && n != 1) {
+            lua_settop(W, top);
+            n = 0;
+        }
+    }
+    if (n == 0 && !ok) {
+        /* Not even the error could be made: Lua's own preallocated message. */
+        lua_pushliteral(W, "not enough memory");
+        n = 1;
+    }
+    if (W != co) {
+        if (!lua_checkstack(co, n)) {
+            lua_settop(W, top);
+            n = 0;
+            ok = 0;
+            lua_pushliteral(co, "not enough memory");
+            n = 1;
+        } else {
+            lua_xmove(W, co, n);
+        }
+    }
+    tg_wait_done(t, ok, n);
+}
+
+typedef struct failure {
+    const char *code;
+    char *msg;                  /* malloc'd; NULL if formatting ran out of memory */
+} failure_t;
+
+static int push_failure(lua_State *L, void *ud) {
+    failure_t *f = ud;
+    tg_err_push(L, f->code, "%s", f->msg ? f->msg : "not enough memory (formatting an error)");
+    return 1;
+}
+
 void tg_wait_fail(tg_task_t *t, const char *code, const char *fmt, ...) {
     va_list ap;
+    failure_t f = {code, NULL};
     va_start(ap, fmt);
-    err_pushv(t->co, code, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    tg_wait_done(t, 0, 1);
+    if (n >= 0 && (f.msg = malloc((size_t)n + 1))) {
+        va_start(ap, fmt);
+        vsnprintf(f.msg, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    tg_wait_deliver(t, 0, push_failure, &f);
+    free(f.msg);
 }
 
 /* How the messages print the length of t's wait: "5 s", "0.25 s", or
@@ -398,7 +534,7 @@ void tg_wait_abort(tg_task_t *t, int why) {
     if (fn) fn(t, why);                         /* may complete the wait itself */
     /* ... or defer it: a hook that installs another hook keeps the wait open
      * (bounded by tg_wait_extend) to finish it with a better message. */
-    if (t->state != TG_TASK_WAITING || t->abort || !lua_checkstack(t->co, 4)) return;
+    if (t->state != TG_TASK_WAITING || t->abort) return;
     char b[64];
     switch (why) {
     case TG_ABORT_TIMEOUT:
@@ -454,20 +590,28 @@ static tg_task_t *check_task(lua_State *L, int idx) {
 }
 
 /* Timeout from an options table at idx: seconds, or -1 for the run deadline. */
-double tg_opt_timeout(lua_State *L, int idx) {
+double tg_opt_timeout(lua_State *L, int idx, const char *call) {
     if (lua_isnoneornil(L, idx)) return -1;
+    idx = lua_absindex(L, idx);
     if (!lua_istable(L, idx))
-        tg_err_raise(L, "invalid", "options must be a table, got %s", luaL_typename(L, idx));
+        tg_err_raise(L, "invalid", "%s: options must be a table, got %s", call, tg_describe(L, idx));
     lua_getfield(L, idx, "timeout");
     double v = -1;
     if (!lua_isnil(L, -1)) {
-        int isnum;
-        v = lua_tonumberx(L, -1, &isnum);
-        if (!isnum || v < 0 || v != v)
-            tg_err_raise(L, "invalid", "timeout must be a non-negative number of seconds");
+        v = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || v < 0 || v != v)
+            tg_err_raise(L, "invalid", "%s: timeout must be a number of seconds >= 0, got %s", call,
+                         tg_describe(L, -1));
     }
     lua_pop(L, 1);
     return v;
+}
+
+/* core.timeout(call, opts) -> seconds, or -1 for the run's deadline */
+static int l_timeout(lua_State *L) {
+    const char *call = luaL_checkstring(L, 1);
+    lua_pushnumber(L, tg_opt_timeout(L, 2, call));
+    return 1;
 }
 
 /* tg.spawn(fn, ...) -> task.  Does not yield. */
@@ -493,7 +637,7 @@ static void join_abort(tg_task_t *j, int why) {
 /* task:join([opts]) -> ...  Yields until the task ends; re-raises its error. */
 static int l_task_join(lua_State *L) {
     tg_task_t *t = check_task(L, 1);
-    double timeout = tg_opt_timeout(L, 2);
+    double timeout = tg_opt_timeout(L, 2, "join");
     if (t->state != TG_TASK_DONE) {
         if (t == tg_ctx(L)->task)
             return tg_err_raise(L, "invalid", "a task cannot join itself");
@@ -504,7 +648,7 @@ static int l_task_join(lua_State *L) {
         tg_task_t *j = tg_wait_begin(L, timeout, what);
         j->next_joiner = t->joiners;
         t->joiners = j;
-        t->refs++;
+        tg_task_ref(t);
         tg_wait_on_abort(j, join_abort, t);
         return tg_wait_yield(L);
     }
@@ -613,6 +757,7 @@ static const luaL_Reg rt_funcs[] = {
     {"now", l_now},
     {"time", l_time},
     {"deadline", l_deadline},
+    {"timeout", l_timeout},
     {"error", l_error},
     {"is_error", l_is_error},
     {NULL, NULL},
@@ -636,4 +781,61 @@ void tg_rt_open(lua_State *L) {
     }
     lua_pop(L, 1);
     luaL_setfuncs(L, rt_funcs, 0);
+}
+
+/* ---- warnings ------------------------------------------------------------ */
+
+void tg_inst_warn(tg_inst_t *inst, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    tg_warning_t *w = malloc(sizeof *w + (size_t)n + 1);
+    if (!w) return;
+    va_start(ap, fmt);
+    vsnprintf(w->text, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    w->next = NULL;
+    if (inst->warnings_tail) inst->warnings_tail->next = w;
+    else inst->warnings = w;
+    inst->warnings_tail = w;
+    tg_rt_t *rt = inst->rt;
+    rt->warnings = 1;
+    if (!rt->closing) uv_idle_start(&rt->idle, drain);
+}
+
+static int l_warn_one(lua_State *L) {
+    tg_warning_t *w = lua_touserdata(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "tg.on_warning");
+    lua_pushstring(L, w->text);
+    if (lua_isfunction(L, -2)) lua_call(L, 1, 0);
+    else fprintf(stderr, "tgrun: warning: %s\n", w->text);
+    return 0;
+}
+
+void tg_inst_flush_warnings(tg_inst_t *inst) {
+    lua_State *L = inst->L;
+    while (inst->warnings) {
+        tg_warning_t *w = inst->warnings;
+        inst->warnings = w->next;
+        if (!inst->warnings) inst->warnings_tail = NULL;
+        lua_pushcfunction(L, l_warn_one);
+        lua_pushlightuserdata(L, w);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+            fprintf(stderr, "tgrun: warning: %s\n", w->text);
+            lua_pop(L, 1);
+        }
+        free(w);
+    }
+}
+
+void tg_rt_random_id(char *buf, size_t len) {
+    unsigned char b[6] = {0};
+    int fd = open("/dev/urandom", O_RDONLY);
+    if (fd >= 0) {
+        if (read(fd, b, sizeof b) != (ssize_t)sizeof b) memset(b, 0, sizeof b);
+        close(fd);
+    }
+    snprintf(buf, len, "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
 }

@@ -3,20 +3,25 @@
  * the tasks (Lua coroutines) that those instances run.
  *
  * Ownership and invariants:
- *  - A tg_rt_t is one per process.  It owns the loop, the Redis connections
- *    (tg_redis.h), the ready queue and every instance.  Several instances (each
- *    its own lua_State) may share one runtime: --inproc runs need that.
+ *  - A tg_rt_t is one per process.  It owns the loop, the ready queue and
+ *    every instance, and holds (without knowing them) the transport and the
+ *    units that wait on it: whoever sets the run up (tg_run.c) attaches and
+ *    detaches them.  Several instances (each its own lua_State) may share
+ *    one runtime: --inproc runs need that.
  *  - A tg_inst_t owns its lua_State.  The state's extra space points at a
  *    tg_ctx_t that names the instance and, for a task's own coroutine, the task.
- *  - A tg_task_t is malloc'd and reference counted: one reference for the Lua
- *    handle (the "tg.task" userdata), one while it runs, one per request in
- *    flight (a Redis command whose callback has not come back yet).  So an I/O
- *    callback can always look at the task it was started for, and it decides
- *    whether its result is still wanted by comparing the wait token.
- *  - The one resume path: I/O callbacks never run plan Lua.  They push the
- *    result onto the waiting coroutine's stack (tg_wait_target), then call
- *    tg_wait_done(), which puts the task on the ready queue; an idle handle
- *    drains that queue and resumes each task.
+ *  - A tg_task_t is malloc'd and reference counted (tg_task_ref/unref): one
+ *    reference for the Lua handle (the "tg.task" userdata), one while it
+ *    runs, one while it is on the ready queue, one per request in flight (an
+ *    I/O whose callback has not come back yet) and one per joiner.  So an
+ *    I/O callback can always look at the task it was started for, and it
+ *    decides whether its result is still wanted by comparing the wait token.
+ *  - The one resume path: I/O callbacks never run plan Lua.  They hand the
+ *    result to the waiting coroutine (tg_wait_deliver converts it under
+ *    protection, so running out of memory becomes an error value, never a
+ *    panic), which puts the task on the ready queue; an idle handle drains
+ *    that queue and resumes each task.  The drain is also where queued
+ *    warnings (tg_inst_warn) reach the instance's log.
  *  - Each task waits on at most one thing at a time.  A wait has a deadline
  *    (its own timeout, else the run's deadline) and an optional abort hook
  *    that unregisters it from whatever would have completed it.
@@ -35,6 +40,11 @@ typedef struct tg_rt tg_rt_t;
 typedef struct tg_inst tg_inst_t;
 typedef struct tg_task tg_task_t;
 typedef struct tg_redis tg_redis_t;
+/* The units that wait on the transport, each opaque here. */
+typedef struct tg_barriers tg_barriers_t;
+typedef struct tg_tickets tg_tickets_t;
+typedef struct tg_sessions tg_sessions_t;
+typedef struct tg_topics tg_topics_t;
 
 /* What the extra space of every thread of an instance points to. */
 typedef struct tg_ctx {
@@ -79,6 +89,12 @@ struct tg_task {
 /* Result of a finished instance, as the runner reports it. */
 enum { TG_OUT_NONE = 0, TG_OUT_SUCCESS, TG_OUT_FAILURE, TG_OUT_CRASH, TG_OUT_USAGE };
 
+/* A warning waiting to reach an instance's log (see tg_inst_warn). */
+typedef struct tg_warning {
+    struct tg_warning *next;
+    char text[];
+} tg_warning_t;
+
 struct tg_inst {
     tg_rt_t *rt;
     lua_State *L;
@@ -90,6 +106,7 @@ struct tg_inst {
     char *error;                /* first error line (malloc'd), for summaries */
     int index;                  /* 0-based index in the process (inproc) */
     tg_inst_t *next;
+    tg_warning_t *warnings, *warnings_tail;     /* queued for the log */
     void *user;                 /* owned by whoever runs the instance */
 };
 
@@ -97,8 +114,18 @@ struct tg_rt {
     uv_loop_t *loop;
     uv_idle_t idle;             /* drains the ready queue */
     tg_task_t *ready_head, *ready_tail;
-    tg_redis_t *redis;          /* NULL until connected */
-    void (*flush)(tg_rt_t *rt); /* push queued Redis commands to the socket now */
+    tg_task_t *running;         /* the task being resumed, if any */
+    char *prefix;               /* the run's key prefix P (malloc'd; tg_keys.h) */
+    size_t plen;
+    char ttl[24];               /* seconds every key of the run lives */
+    tg_redis_t *redis;          /* the transport; NULL until connected */
+    tg_barriers_t *barriers;    /* tg_barrier.c */
+    tg_tickets_t *tickets;      /* tg_coord.c */
+    tg_sessions_t *sessions;    /* tg_session.c */
+    tg_topics_t *topics;        /* tg_topic.c */
+    void (*flush)(void *);      /* push queued I/O to the sockets now ... */
+    void *flush_data;           /* ... of this (the transport) */
+    int warnings;               /* instances with queued warnings */
     double deadline;            /* tg_rt_now() value at which the run ends */
     uint64_t next_task_id;
     tg_inst_t *insts;
@@ -142,6 +169,12 @@ double tg_rt_now(void);
 tg_inst_t *tg_inst_new(tg_rt_t *rt);
 /* Abort its tasks and close its state. */
 void tg_inst_free(tg_inst_t *inst);
+/* End every task of inst at once (the instance is going away): their waits
+ * are unregistered through their abort hooks, nothing is resumed. */
+void tg_inst_abandon_tasks(tg_inst_t *inst);
+/* Add the task and time functions (spawn, sleep, now, ...) to the table at
+ * the top of L's stack and register the task and error metatables. */
+void tg_rt_open(lua_State *L);
 /* The instance and task of the running thread L. */
 tg_ctx_t *tg_ctx(lua_State *L);
 
@@ -151,8 +184,12 @@ tg_ctx_t *tg_ctx(lua_State *L);
  * arguments above it (all popped).  Pushes the task handle.  The task first
  * runs on the next drain of the ready queue. */
 tg_task_t *tg_task_spawn(lua_State *L, int nargs, const char *name);
-/* Drop one reference; frees the task at zero. */
+/* Take one more reference on t (returns t); tg_task_unref drops one and
+ * frees the task at zero. */
+tg_task_t *tg_task_ref(tg_task_t *t);
 void tg_task_unref(tg_task_t *t);
+/* Tasks alive in the process (allocated and not yet freed), for tests. */
+long tg_task_live(void);
 /* End a task's current wait with "cancelled" and make every later wait fail. */
 void tg_task_cancel(tg_task_t *t);
 
@@ -173,25 +210,49 @@ int tg_wait_yield(lua_State *L);
 /* The coroutine to push results on if wait `token` of t is still pending, else NULL. */
 lua_State *tg_wait_target(tg_task_t *t, uint64_t token);
 /* Complete the pending wait with the nvalues values (ok) or the one error
- * value (!ok) that the caller pushed on t->co. */
+ * value (!ok) that the caller pushed on t->co.  Only for values that were
+ * pushed without allocating (integers, booleans, nil); anything else goes
+ * through tg_wait_deliver. */
 void tg_wait_done(tg_task_t *t, int ok, int nvalues);
-/* Complete the pending wait with an error {code, message}. */
-void tg_wait_fail(tg_task_t *t, const char *code, const char *fmt, ...);
+/* Complete the pending wait with what push(L, ud) pushes (it returns how
+ * many values), converted under protection on the instance's main thread
+ * and moved to the task: an allocation failure (or any error push raises)
+ * ends the wait with that error instead of a panic.  ok says whether the
+ * values are results (1) or one error value (0). */
+void tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), void *ud);
+/* Complete the pending wait with an error {code, message} (under
+ * protection); fmt is a C printf format. */
+void tg_wait_fail(tg_task_t *t, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* "5 s", "0.25 s", "1.99 s (the run's deadline)": the length of t's wait. */
 const char *tg_wait_secs(const tg_task_t *t, char *buf, size_t n);
 /* Abort the current wait of t (calls its abort hook) with why = TG_ABORT_*. */
 void tg_wait_abort(tg_task_t *t, int why);
 
 /* opts.timeout of the options table at idx: seconds, or -1 (the run's
- * deadline) when idx is none/nil or has no timeout.  Raises "invalid" for a
- * non-table or a bad timeout. */
-double tg_opt_timeout(lua_State *L, int idx);
+ * deadline) when idx is none/nil or has no timeout.  Raises "invalid",
+ * naming call, for a non-table or a bad timeout.  The one timeout parser:
+ * Lua's check.timeout calls it too (core.timeout). */
+double tg_opt_timeout(lua_State *L, int idx, const char *call);
+/* Push how a bad argument is shown in a message: "nothing", "an empty
+ * string", "\"text\"", "3", "a table". */
+const char *tg_describe(lua_State *L, int idx);
 
 /* Load a chunk through the process-wide cache c (see tg_rt_t.chunks): text
  * (len bytes) or, when text is NULL, the file named by chunkname ("@path").
  * Pushes the function; returns a lua_load status. */
 int tg_load_cached(lua_State *L, struct tg_chunk *c, const char *text, size_t len,
                    const char *chunkname, int strip);
+
+/* A warning for inst's log ("warning: ..."), from code that cannot run Lua
+ * (an I/O callback): queued, and written by the next drain of the ready
+ * queue through the instance's registry function "tg.on_warning". */
+void tg_inst_warn(tg_inst_t *inst, const char *fmt, ...);
+/* Write inst's queued warnings now (the drain does this). */
+void tg_inst_flush_warnings(tg_inst_t *inst);
+
+/* 12 hex digits from /dev/urandom: run ids and process ids. */
+void tg_rt_random_id(char *buf, size_t len);
 
 /* ---- errors ------------------------------------------------------------- */
 

@@ -17,6 +17,7 @@
 -- measured ones; a last barrier ("end") keeps every instance connected while
 -- instance 1 counts the Redis clients.
 local core = require "tg.core"
+local redis = require "tg.redis"
 local sync = require "tg.sync"
 local keys = require "tg.keys"
 local tg = require "tg"
@@ -35,13 +36,13 @@ end
 
 -- one CLIENT LIST, grouped by client name, and INFO clients
 local function census()
-  local list = core.call({ "CLIENT", "LIST" }, 10) or ""
+  local list = redis.call({ "CLIENT", "LIST" }, 10) or ""
   local by = {}
   for name in tostring(list):gmatch("name=(%S*)") do
     if name == "" then name = "(none)" end
     by[name] = (by[name] or 0) + 1
   end
-  local info = core.call({ "INFO", "clients" }, 10) or ""
+  local info = redis.call({ "INFO", "clients" }, 10) or ""
   local cc = tonumber(tostring(info):match("connected_clients:(%d+)")) or -1
   local parts = { "clients", tostring(cc) }
   local names = {}
@@ -119,8 +120,8 @@ function cases.poller(env)
   local n = env.instance_count
   rounds(env, "poller", function(r)
     local key = keys.state("p" .. r)
-    core.call({ "INCR", key })
-    while (tonumber(core.call({ "GET", key })) or 0) < n do tg.sleep(1) end
+    redis.call({ "INCR", key })
+    while (tonumber(redis.call({ "GET", key })) or 0) < n do tg.sleep(1) end
   end)
 end
 

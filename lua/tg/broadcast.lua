@@ -34,30 +34,30 @@ local check = require "tg.check"
 local core = require "tg.core"
 local json = require "tg.json"
 local log = require "tg.log"
-local scope = require "tg.scope"
+local participants = require "tg.participants"
 
 local broadcast = {}
 
 local OPTIONS = { timeout = true, group = true, count = true, seq = true, leader = true }
 
 local function handler(e)
-  return { e = e, tb = debug.traceback(scope.first_line(e), 2) }
+  return { e = e, tb = debug.traceback(check.first_line(e), 2) }
 end
 
 function broadcast.from_leader(topic, fn, opts)
   local call = "broadcast.from_leader"
   check.name(call, "topic", topic)
   if type(fn) ~= "function" then
-    check.fail("%s('%s'): fn must be a function that computes the value, got %s", call, topic, scope.describe(fn))
+    check.fail("%s('%s'): fn must be a function that computes the value, got %s", call, topic, check.describe(fn))
   end
-  opts = scope.options(call, opts, OPTIONS)
-  local sc = scope.resolve(call, opts)
+  opts = participants.options(call, opts, OPTIONS)
+  local sc = participants.resolve(call, opts)
   local leader = opts.leader == nil and 1 or check.count(call, "opts.leader", opts.leader, 1)
   if leader > sc.count then
     check.fail("%s('%s'): opts.leader %d is out of range 1..%d", call, topic, leader, sc.count)
   end
   local name = "broadcast:" .. sc.ns .. topic
-  scope.claim(call, "topic", name, sc.seq, "use a new topic name for each broadcast")
+  participants.claim(call, "topic", name, sc.seq, "use a new topic name for each broadcast")
 
   if sc.seq == leader then
     local r = table.pack(xpcall(function()
@@ -72,7 +72,7 @@ function broadcast.from_leader(topic, fn, opts)
     end, handler))
     if not r[1] then
       log.error("%s('%s'): the leader failed: %s", call, topic, r[2].tb)
-      pcall(sync.publish, name, { ok = false, error = scope.first_line(r[2].e) })
+      pcall(sync.publish, name, { ok = false, error = check.first_line(r[2].e) })
       error(r[2].e, 0)
     end
     return r[2], leader

@@ -37,18 +37,23 @@ function check.count(call, what, v, min)
   return n
 end
 
--- opts.timeout in seconds, or -1 (the run's deadline).
-function check.timeout(call, opts)
-  if opts == nil then return -1 end
-  if type(opts) ~= "table" then
-    error(core.error("invalid", ("%s: options must be a table, got %s"):format(call, describe(opts))), 3)
+-- opts.timeout in seconds, or -1 (the run's deadline).  The one timeout
+-- parser is in C (tg_opt_timeout), shared with the runtime's own calls.
+check.timeout = core.timeout
+
+-- check.first_line(err) -> the first line of an error's message, at most
+-- 300 bytes: what a failure record carries to the peers.
+function check.first_line(e)
+  local m
+  if type(e) == "string" then m = e
+  elseif core.is_error(e) then m = e.message
+  else
+    local mt = getmetatable(e)
+    m = (mt and mt.__tostring) and tostring(e) or ("error object is a " .. type(e) .. " value")
   end
-  local t = opts.timeout
-  if t == nil then return -1 end
-  if type(t) ~= "number" or t < 0 or t ~= t then
-    error(core.error("invalid", ("%s: timeout must be a number of seconds >= 0, got %s"):format(call, describe(t))), 3)
-  end
-  return t
+  m = tostring(m):match("^[^\n]*")
+  if #m > 300 then m = m:sub(1, 297) .. "..." end
+  return m
 end
 
 return check

@@ -13,7 +13,9 @@
 local core = require "tg.core"
 local json = require "tg.json"
 local check = require "tg.check"
+local redis = require "tg.redis"
 local keys = require "tg.keys"
+local c = require "tg.coord.c"          -- tickets and coord.lua calls (src/tg_coord.c)
 
 local coord = {}
 
@@ -22,18 +24,17 @@ local function sid()
   return tostring(cfg.global_seq or 0)
 end
 
--- Wait for a ticket of resource res (kind "sem" or "queue").
-local function ticket(res, kind, op, n, lease, cap, timeout, label)
-  local id, inbox = core.ticket_id()
-  local v = core.ticket(id, res, kind, "coord", { res },
-    { op, kind, id, "", keys.prefix, inbox, sid(), tostring(n or 1), tostring(lease or 0),
-      tostring(cap or 1), keys.ttl }, timeout, label)
-  return v, id
+-- Wait for a ticket of resource (name) -- "sem", "mutex", "election" or
+-- "queue" -- until op ("acquire", "pop") is granted; returns the value and
+-- the ticket id.
+local function ticket(resource, name, op, n, lease, cap, timeout, label)
+  local id = c.ticket_id()
+  return c.ticket(id, resource, name, op, sid(), n or 1, math.floor(lease or 0), cap or 1, timeout, label), id
 end
 
-local function call(res, kind, op, id, value, label, n)
-  return core.script("coord", { res },
-    { op, kind, id or "", value or "", keys.prefix, "", sid(), tostring(n or 1), "0", "1", keys.ttl }, -1, label)
+-- One coord.lua call that does not wait for the resource.
+local function call(resource, name, op, id, value, label, n)
+  return c.call(resource, name, op, sid(), id or "", value or "", n or 1, label)
 end
 
 -- sync.semaphore(name, permits) -------------------------------------------------
@@ -44,7 +45,7 @@ Sem.__index = Sem
 function coord.semaphore(name, permits)
   check.name("semaphore", "name", name)
   permits = check.count("semaphore", "permits", permits, 1)
-  return setmetatable({ name = name, permits = permits, key = keys.tg("sem:" .. name),
+  return setmetatable({ name = name, permits = permits, resource = "sem", key = keys.sem(name),
     held = {}, what = ("semaphore '%s'"):format(name) }, Sem)
 end
 
@@ -56,7 +57,7 @@ function Sem:acquire(n, opts)
     check.fail("%s: cannot acquire %d of %d permits", self.what, n, self.permits)
   end
   local timeout = check.timeout("acquire", opts)
-  local v, id = ticket(self.key, "sem", "acquire", n, (self.lease or 0) * 1000, self.permits, timeout,
+  local v, id = ticket(self.resource, self.name, "acquire", n, (self.lease or 0) * 1000, self.permits, timeout,
     ("acquire of %d permit%s of %s"):format(n, n > 1 and "s" or "", self.what))
   self.held[#self.held + 1] = { id = id, n = n }
   return math.tointeger(tonumber(v))
@@ -78,7 +79,7 @@ function Sem:release(n)
     local part = math.min(h.n, left)
     if part == h.n then table.remove(self.held) else h.n = h.n - part end
     left = left - part
-    if call(self.key, "sem", "release", h.id, nil, "release of " .. self.what, part) == 0 then
+    if call(self.resource, self.name, "release", h.id, nil, "release of " .. self.what, part) == 0 then
       check.fail("%s: the permits were no longer held (lease expired, or the session ended)", self.what)
     end
   end
@@ -96,7 +97,8 @@ function coord.mutex(name, opts)
     check.fail("mutex: lease must be a number of seconds > 0")
   end
   local s = coord.semaphore(name, 1)
-  s.key = keys.tg("mutex:" .. name)
+  s.resource = "mutex"
+  s.key = keys.mutex(name)
   s.lease = lease
   s.what = ("mutex '%s'"):format(name)
   return setmetatable({ sem = s, name = name }, Mutex)
@@ -136,7 +138,8 @@ Election.__index = Election
 function coord.election(name)
   check.name("election", "name", name)
   local s = coord.semaphore(name, 1)
-  s.key = keys.tg("election:" .. name)
+  s.resource = "election"
+  s.key = keys.election(name)
   s.what = ("election '%s'"):format(name)
   return setmetatable({ sem = s, name = name }, Election)
 end
@@ -160,7 +163,7 @@ end
 
 -- e:leader() -> global_seq of the current leader, or nil.
 function Election:leader()
-  local h = call(self.sem.key, "sem", "holder", nil, nil, "leader of " .. self.sem.what)
+  local h = call(self.sem.resource, self.name, "holder", nil, nil, "leader of " .. self.sem.what)
   return h and math.tointeger(tonumber(h)) or nil
 end
 
@@ -197,7 +200,7 @@ Counter.__index = Counter
 
 function coord.counter(name)
   check.name("counter", "name", name)
-  return setmetatable({ key = keys.tg("counter:" .. name), name = name }, Counter)
+  return setmetatable({ name = name, key = keys.counter(name) }, Counter)
 end
 
 -- c:add(n) -> the new value
@@ -205,12 +208,12 @@ function Counter:add(n)
   n = n or 1
   if math.type(n) ~= "integer" then check.fail("counter '%s': add needs a whole number", self.name) end
   -- one script: the key expires with the run's other keys
-  return call(self.key, "counter", "add", nil, tostring(n), ("add to counter '%s'"):format(self.name))
+  return call("counter", self.name, "add", nil, tostring(n), ("add to counter '%s'"):format(self.name))
 end
 
 -- c:get() -> the value (0 before the first add)
 function Counter:get()
-  return math.tointeger(tonumber(core.call({ "GET", self.key }, -1, "counter get") or 0))
+  return math.tointeger(tonumber(redis.call({ "GET", self.key }, -1, "counter get") or 0))
 end
 
 -- sync.queue(name) ------------------------------------------------------------------
@@ -220,21 +223,21 @@ Queue.__index = Queue
 
 function coord.queue(name)
   check.name("queue", "name", name)
-  return setmetatable({ key = keys.tg("queue:" .. name), name = name }, Queue)
+  return setmetatable({ name = name, key = keys.queue(name) }, Queue)
 end
 
 -- q:push(value): a JSON-encodable value; handed straight to a waiting pop.
 function Queue:push(value)
   local ok, text = pcall(json.encode, value)
   if not ok then check.fail("queue '%s': the value cannot be sent as JSON: %s", self.name, tostring(text)) end
-  call(self.key, "queue", "push", nil, text, ("push to queue '%s'"):format(self.name))
+  call("queue", self.name, "push", nil, text, ("push to queue '%s'"):format(self.name))
 end
 
 -- q:pop([opts]) -> value.  Yields until a value is there; each value is
 -- popped by exactly one instance.
 function Queue:pop(opts)
   local timeout = check.timeout("pop", opts)
-  local v = ticket(self.key, "queue", "pop", 1, 0, 1, timeout, ("pop from queue '%s'"):format(self.name))
+  local v = ticket("queue", self.name, "pop", 1, 0, 1, timeout, ("pop from queue '%s'"):format(self.name))
   return json.decode(v)
 end
 

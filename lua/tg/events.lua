@@ -17,15 +17,11 @@ end
 -- In an in-process run many instances share stdout: print what the process
 -- runner would print for an instance ("group[i] text"), and keep run.out
 -- closed between lines (ten thousand instances, ten thousand files).
+-- (the one classifier of events, shared with the local runner: src/tg_event.c)
 local function human(ev)
-  if ev.message_event then return ev.message_event.message, false end
-  if ev.success_event then return "success", false end
-  if ev.failure_event then return "FAILED: " .. tostring(ev.failure_event.error):match("^[^\n]*"), true end
-  if ev.crash_event then return "CRASHED: " .. tostring(ev.crash_event.error):match("^[^\n]*"), true end
-  if ev.start_event then return "start", false end
-  if ev.stage_start_event then return "stage start " .. ev.stage_start_event.name, false end
-  if ev.stage_end_event then return "stage end " .. ev.stage_end_event.name, false end
-  return json.encode(ev), false
+  local kind, text, important = core.event_describe(ev)
+  if not kind then return json.encode(ev), false end
+  return text, important
 end
 
 -- Write one event object; returns the line.

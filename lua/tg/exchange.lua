@@ -37,7 +37,7 @@
 local sync = require "tg.sync"
 local check = require "tg.check"
 local core = require "tg.core"
-local scope = require "tg.scope"
+local participants = require "tg.participants"
 
 local exchange = {}
 
@@ -46,19 +46,19 @@ local OPTIONS = { timeout = true, group = true, count = true, seq = true, tolera
 function exchange.all(topic, value, opts)
   local call = "exchange.all"
   check.name(call, "topic", topic)
-  opts = scope.options(call, opts, OPTIONS)
+  opts = participants.options(call, opts, OPTIONS)
   if value == nil then
     check.fail("%s('%s'): value must not be nil (every participant contributes one value)", call, topic)
   end
-  local sc = scope.resolve(call, opts)
+  local sc = participants.resolve(call, opts)
   local name = "exchange:" .. sc.ns .. topic
-  scope.claim(call, "topic", name, sc.seq, "use a new topic name for each exchange")
+  participants.claim(call, "topic", name, sc.seq, "use a new topic name for each exchange")
 
   sync.publish(name, { s = sc.seq, v = value })
-  local ok, got = pcall(sync.signal_and_wait, name, sc.count, scope.wait_opts(opts))
+  local ok, got = pcall(sync.signal_and_wait, name, sc.count, participants.wait_opts(opts))
   if ok then
     local sub = sync.subscribe(name)
-    ok, got = pcall(sub.take, sub, sc.count, scope.wait_opts(opts))
+    ok, got = pcall(sub.take, sub, sc.count, participants.wait_opts(opts))
     sub:close()
   end
   if not ok then

@@ -40,11 +40,12 @@ end
 -- Append the outcome to run_events, bounded: the outcome on stdout and in
 -- run.out stands even when Redis is gone.
 local function signal_event(ev)
-  if core.redis_down() then return end
+  local redis = require "tg.redis"
+  if redis.down() then return end
   local keys = require "tg.keys"
-  local ok, err = pcall(core.call, { "XADD", keys.run_events, "*", "p", json.encode(ev) }, 5,
+  local ok, err = pcall(redis.call, { "XADD", keys.run_events, "*", "p", json.encode(ev) }, 5,
     "XADD run_events")
-  if ok then ok, err = pcall(core.call, { "EXPIRE", keys.run_events, keys.ttl }, 5, "EXPIRE run_events") end
+  if ok then ok, err = pcall(redis.call, { "EXPIRE", keys.run_events, keys.ttl }, 5, "EXPIRE run_events") end
   if not ok then
     io.stderr:write("tgrun: could not record the outcome in run_events: ", tostring(err), "\n")
   end
@@ -58,6 +59,10 @@ function M.main(case_fn)
   local log = require "tg.log"
   local env = require("tg.env").new(cfg)
   local session = require "tg.session"
+
+  -- a warning from the runtime (a fire-and-forget command that failed, a
+  -- heartbeat that failed) goes to the log
+  debug.getregistry()["tg.on_warning"] = function(text) log.warn("%s", text) end
 
   -- an error of a task nobody joins is reported, not lost
   debug.getregistry()["tg.on_task_error"] = function(name, res)
@@ -112,7 +117,7 @@ function M.main(case_fn)
   end
   events.emit(ev)
   if heartbeat then heartbeat:cancel() end
-  if cfg.global_seq and not core.redis_down() then
+  if cfg.global_seq and not require("tg.redis").down() then
     if status == 0 then session.bye(cfg.global_seq)
     else session.die(cfg.global_seq, first or "failed") end
   end

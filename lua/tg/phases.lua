@@ -42,7 +42,7 @@ local sync = require "tg.sync"
 local check = require "tg.check"
 local events = require "tg.events"
 local log = require "tg.log"
-local scope = require "tg.scope"
+local participants = require "tg.participants"
 
 local phases = {}
 
@@ -78,33 +78,33 @@ local function watch(topic, seq)
 end
 
 local function handler(e)
-  return { e = e, tb = debug.traceback(scope.first_line(e), 2) }
+  return { e = e, tb = debug.traceback(check.first_line(e), 2) }
 end
 
 -- phases.steps(call, list, opts, default_prefix, stages) -> {result, ...}:
 -- the engine behind phases.run and rounds.run.  list = { {name, fn}, ... };
 -- stages: write stage_start/stage_end events.
 function phases.steps(call, list, opts, default_prefix, stages)
-  opts = scope.options(call, opts, OPTIONS)
+  opts = participants.options(call, opts, OPTIONS)
   if opts.fail_fast ~= nil and type(opts.fail_fast) ~= "boolean" then
-    check.fail("%s: opts.fail_fast must be true or false, got %s", call, scope.describe(opts.fail_fast))
+    check.fail("%s: opts.fail_fast must be true or false, got %s", call, check.describe(opts.fail_fast))
   end
   if type(list) ~= "table" then
-    check.fail("%s: phases must be a list of {name, function} entries, got %s", call, scope.describe(list))
+    check.fail("%s: phases must be a list of {name, function} entries, got %s", call, check.describe(list))
   end
-  local sc = scope.resolve(call, opts)
+  local sc = participants.resolve(call, opts)
   local base = (opts.prefix or default_prefix) .. ":" .. sc.ns
   local seen = {}
   for i = 1, #list do
     local p = list[i]
     if type(p) ~= "table" then
-      check.fail("%s: entry %d must be a {name, function} table, got %s", call, i, scope.describe(p))
+      check.fail("%s: entry %d must be a {name, function} table, got %s", call, i, check.describe(p))
     end
     if type(p[1]) ~= "string" or p[1] == "" then
-      check.fail("%s: entry %d: the name must be a non-empty string, got %s", call, i, scope.describe(p[1]))
+      check.fail("%s: entry %d: the name must be a non-empty string, got %s", call, i, check.describe(p[1]))
     end
     if type(p[2]) ~= "function" then
-      check.fail("%s: entry %d ('%s'): the phase must be a function, got %s", call, i, p[1], scope.describe(p[2]))
+      check.fail("%s: entry %d ('%s'): the phase must be a function, got %s", call, i, p[1], check.describe(p[2]))
     end
     if seen[p[1]] then
       check.fail("%s: '%s' appears twice (entries %d and %d)", call, p[1], seen[p[1]], i)
@@ -112,13 +112,13 @@ function phases.steps(call, list, opts, default_prefix, stages)
     seen[p[1]] = i
   end
   for i = 1, #list do
-    scope.claim(call, "barrier state", base .. list[i][1], sc.seq,
+    participants.claim(call, "barrier state", base .. list[i][1], sc.seq,
       "pass another opts.prefix to run these phases again")
   end
 
   local st, stop = {}, function() end
   if opts.fail_fast ~= false then st, stop = watch(base .. "failures", sc.seq) end
-  local bopts = scope.wait_opts(opts)
+  local bopts = participants.wait_opts(opts)
   local results = {}
   for i = 1, #list do
     local name, fn = list[i][1], list[i][2]
@@ -130,7 +130,7 @@ function phases.steps(call, list, opts, default_prefix, stages)
       local e = r[2]
       log.error("%s failed: %s", state, e.tb)
       if opts.fail_fast ~= false then
-        pcall(sync.publish, base .. "failures", { seq = sc.seq, phase = name, error = scope.first_line(e.e) })
+        pcall(sync.publish, base .. "failures", { seq = sc.seq, phase = name, error = check.first_line(e.e) })
       end
       stop()
       error(e.e, 0)

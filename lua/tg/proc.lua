@@ -24,11 +24,7 @@ local proc = {}
 
 local options = { timeout = true, cwd = true, env = true, stdin = true }
 
-local function describe(v)
-  if v == "" then return "an empty string" end
-  if type(v) == "string" then return ("%q"):format(v) end
-  return type(v) == "nil" and "nothing" or ("a " .. type(v))
-end
+local describe = check.describe
 
 local function no_nul(what, s)
   if s:find("\0", 1, true) then check.fail("exec: %s contains a NUL byte", what) end

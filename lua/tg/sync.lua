@@ -6,7 +6,8 @@
 local core = require "tg.core"
 local json = require "tg.json"
 local check = require "tg.check"
-local keys = require "tg.keys"
+local barrier = require "tg.barrier.c"   -- states and barriers over Redis (src/tg_barrier.c)
+local topics = require "tg.topic.c"      -- topics and subscriptions (src/tg_topic.c)
 
 local sync = {}
 
@@ -38,8 +39,7 @@ end
 -- order.  opts.op_id makes a retry return the first answer.
 function sync.signal_entry(state, opts)
   check.name("signal_entry", "state", state)
-  return core.script("enter", { keys.state(state), keys.waits(state), keys.notify, keys.members(state) },
-    { "", keys.ttl, member(), op_id("signal_entry", opts) }, -1, ("signal_entry('%s')"):format(state))
+  return barrier.signal(state, member(), op_id("signal_entry", opts))
 end
 
 -- sync.barrier(state, target [, opts]): wait until target instances entered.
@@ -48,8 +48,7 @@ function sync.barrier(state, target, opts)
   target = check.count("barrier", "target", target, 0)
   local timeout = check.timeout("barrier", opts)
   if target == 0 then return end
-  core.barrier("await", { keys.state(state), keys.waits(state), keys.members(state) },
-    { target, keys.ttl }, target, timeout, ("barrier '%s'"):format(state), failure_check(opts))
+  barrier.wait(state, target, timeout, failure_check(opts))
 end
 
 -- sync.signal_and_wait(state, target [, opts]) -> seq: enter, then wait.
@@ -58,9 +57,8 @@ function sync.signal_and_wait(state, target, opts)
   check.name("signal_and_wait", "state", state)
   target = check.count("signal_and_wait", "target", target, 0)
   local timeout = check.timeout("signal_and_wait", opts)
-  return core.barrier("enter", { keys.state(state), keys.waits(state), keys.notify, keys.members(state) },
-    { target, keys.ttl, member(), op_id("signal_and_wait", opts) }, target, timeout,
-    ("barrier '%s'"):format(state), failure_check(opts))
+  return barrier.signal_and_wait(state, target, timeout, failure_check(opts), member(),
+    op_id("signal_and_wait", opts))
 end
 
 -- sync.publish(topic, value) -> seq: append value; seq is its 1-based position.
@@ -71,8 +69,7 @@ function sync.publish(topic, value)
     check.fail("publish to topic '%s': the value cannot be sent as JSON: %s", topic,
       tostring(text):gsub("^json%.encode: ", ""))
   end
-  return core.script("publish", { keys.topic(topic) }, { text, keys.ttl }, -1,
-    ("publish to topic '%s'"):format(topic))
+  return topics.publish(topic, text)
 end
 
 local Sub = {}
@@ -83,7 +80,7 @@ Sub.__index = Sub
 function sync.subscribe(topic, opts)
   check.name("subscribe", "topic", topic)
   local timeout = check.timeout("subscribe", opts)
-  return setmetatable({ raw = core.subscribe(keys.topic(topic), topic), topic = topic,
+  return setmetatable({ raw = topics.subscribe(topic), topic = topic,
     timeout = timeout }, Sub)
 end
 

@@ -16,6 +16,9 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "tg_params.h"
+#include "tg_scalar.h"
+#include "tg_addr.h"
+#include "tg_rfc3339.h"
 
 #include <limits.h>
 #include <math.h>

@@ -2,6 +2,7 @@
 -- event lines, the Redis wire layout, and a Redis that goes away.
 local tg = require "tg"
 local core = require "tg.core"
+local redis = require "tg.redis"
 local h = require "helpers"
 
 local plans = h.src .. "/tests/lua/plans"
@@ -179,9 +180,9 @@ describe("outcome and event lines", function()
     local p = h.spawn({ CASES }, redis_env({ TEST_RUN = run, TEST_PLAN = "pl", TEST_CASE = "ok",
       TEST_SIDECAR = "true", TEST_INSTANCE_COUNT = "1" }))
     local key = ("run:%s:plan:pl:case:ok:tg:waits:network-initialized"):format(run)
-    assert.truthy(h.wait_until(function() return core.call({ "EXISTS", key }) == 1 end, 10))
+    assert.truthy(h.wait_until(function() return redis.call({ "EXISTS", key }) == 1 end, 10))
     assert.is_nil(h.read(p.dir .. "/rc"))           -- still waiting
-    core.call({ "INCR", ("run:%s:plan:pl:case:ok:states:network-initialized"):format(run) })
+    redis.call({ "INCR", ("run:%s:plan:pl:case:ok:states:network-initialized"):format(run) })
     local r = assert(p:wait(10))
     assert.equal(0, r.code, r.stderr)
     local lines = h.json_lines(r.stdout)
@@ -203,17 +204,17 @@ describe("the Redis wire layout", function()
     local r = h.run({ CASES }, redis_env({ TEST_RUN = run, TEST_PLAN = "pl", TEST_CASE = "wire" }))
     assert.equal(0, r.code, r.stderr)
     local P = ("run:%s:plan:pl:case:wire"):format(run)
-    assert.equal("string", core.call({ "TYPE", P .. ":states:s" }))
-    assert.equal("1", core.call({ "GET", P .. ":states:s" }))
-    assert.equal("1", core.call({ "GET", P .. ":states:initialized_global" }))
-    assert.equal("1", core.call({ "GET", P .. ":states:initialized_group_single" }))
-    assert.equal("stream", core.call({ "TYPE", P .. ":topics:t" }))
-    local e = core.call({ "XRANGE", P .. ":topics:t", "-", "+" })
+    assert.equal("string", redis.call({ "TYPE", P .. ":states:s" }))
+    assert.equal("1", redis.call({ "GET", P .. ":states:s" }))
+    assert.equal("1", redis.call({ "GET", P .. ":states:initialized_global" }))
+    assert.equal("1", redis.call({ "GET", P .. ":states:initialized_group_single" }))
+    assert.equal("stream", redis.call({ "TYPE", P .. ":topics:t" }))
+    local e = redis.call({ "XRANGE", P .. ":topics:t", "-", "+" })
     assert.same({ "p", '{"a":1,"b":"x"}' }, e[1][2])
-    local ev = core.call({ "XRANGE", P .. ":run_events", "-", "+" })
+    local ev = redis.call({ "XRANGE", P .. ":run_events", "-", "+" })
     assert.equal(1, #ev)
     assert.same({ "p", '{"success_event":{"group":"single"}}' }, ev[1][2])
-    local ttl = core.call({ "TTL", P .. ":states:s" })
+    local ttl = redis.call({ "TTL", P .. ":states:s" })
     assert.is_true(ttl > 0, "keys of a run expire")
   end)
 end)

@@ -11,6 +11,7 @@
 local tg = require "tg"
 local sync = require "tg.sync"
 local core = require "tg.core"
+local redis = require "tg.redis"
 local keys = require "tg.keys"
 local json = require "tg.json"
 local h = require "helpers"
@@ -19,7 +20,7 @@ local PLAN = h.src .. "/tests/lua/plans/coord.lua"
 local TTL = 1              -- TG_SESSION_TTL of the children whose death is tested
 local BEAT = TTL / 3       -- their heartbeat period
 
-local function call(...) return core.call({ ... }, 10, "spec " .. tostring((...))) end
+local function call(...) return redis.call({ ... }, 10, "spec " .. tostring((...))) end
 
 local function env_with(base, extra)
   local e = { REDIS_HOST = "127.0.0.1", REDIS_PORT = tostring(h.redis_port) }
@@ -318,7 +319,7 @@ return v]]
         for r = 1, ROUNDS do
           local n = (i + r) % 3 == 0 and 2 or 1
           s:acquire(n, { timeout = 20 })
-          core.call({ "EVAL", MAXINC, 2, k .. ":inside", k .. ":max", n })
+          redis.call({ "EVAL", MAXINC, 2, k .. ":inside", k .. ":max", n })
           tg.sleep(0.003)
           call("DECRBY", k .. ":inside", n)
           call("INCRBY", k .. ":grants", n)

@@ -3,6 +3,7 @@
 local tg = require "tg"
 local sync = require "tg.sync"
 local core = require "tg.core"
+local redis = require "tg.redis"
 local keys = require "tg.keys"
 local h = require "helpers"
 
@@ -16,7 +17,7 @@ describe("signal_entry", function()
     for i = 1, 25 do seqs[#seqs + 1] = tasks[i]:join() end
     table.sort(seqs)
     for i = 1, 25 do assert.equal(i, seqs[i]) end
-    assert.equal("25", core.call({ "GET", keys.state(state) }))
+    assert.equal("25", redis.call({ "GET", keys.state(state) }))
   end)
 
   it("rejects an empty or non-string state at once with code invalid", function()
@@ -102,7 +103,7 @@ describe("barrier", function()
     end)
     tg.sleep(0.05)
     local t0 = tg.now()
-    core.call({ "INCR", keys.state(state) })   -- no notification: only the safety net sees it
+    redis.call({ "INCR", keys.state(state) })   -- no notification: only the safety net sees it
     w:join()
     assert.is_true(released - t0 < 1.5, ("released after %.3f s"):format(released - t0))
   end)
@@ -201,7 +202,7 @@ describe("topics", function()
   it("writes the Go SDK wire format: a stream entry with field p", function()
     local topic = h.uniq("wire")
     sync.publish(topic, { addr = "10.0.0.1:4001", id = 7 })
-    local entries = core.call({ "XRANGE", keys.topic(topic), "-", "+" })
+    local entries = redis.call({ "XRANGE", keys.topic(topic), "-", "+" })
     assert.equal(1, #entries)
     assert.same({ "p", '{"addr":"10.0.0.1:4001","id":7}' }, entries[1][2])
   end)
@@ -220,7 +221,7 @@ describe("Redis usage", function()
   it("reloads its scripts when the server lost them (SCRIPT FLUSH)", function()
     local state = h.uniq("flush")
     assert.equal(1, sync.signal_entry(state))
-    core.call({ "SCRIPT", "FLUSH" })
+    redis.call({ "SCRIPT", "FLUSH" })
     assert.equal(2, sync.signal_entry(state))          -- NOSCRIPT, then EVAL
     assert.equal(3, sync.signal_and_wait(state, 3, { timeout = 5 }))
     assert.equal(1, sync.publish(h.uniq("flush-topic"), "x"))
@@ -229,7 +230,7 @@ describe("Redis usage", function()
   -- client id -> name of every connection the server has
   local function clients()
     local ids = {}
-    for line in core.call({ "CLIENT", "LIST" }):gmatch("[^\n]+") do
+    for line in redis.call({ "CLIENT", "LIST" }):gmatch("[^\n]+") do
       ids[tonumber(line:match("id=(%d+)"))] = line:match("name=(%S*)")
     end
     return ids
@@ -256,7 +257,7 @@ describe("Redis usage", function()
         error("a tgrun connection went away: id " .. cid)
       end
     end
-    local myid = core.call({ "CLIENT", "ID" })
+    local myid = redis.call({ "CLIENT", "ID" })
     assert.equal("tgrun-cmd", after[myid])
     for _, s in ipairs(subs) do s:close() end
     s2:close()

@@ -8,6 +8,7 @@
 local tg = require "tg"
 local sync = require "tg.sync"
 local core = require "tg.core"
+local redis = require "tg.redis"
 local json = require "tg.json"
 
 local function pid()
@@ -18,7 +19,7 @@ local function pid()
 end
 
 local function call(...)
-  return core.call({ ... }, 10, "plan " .. tostring((...)))
+  return redis.call({ ... }, 10, "plan " .. tostring((...)))
 end
 
 -- one critical section: a non-atomic read-sleep-write of k:value, with a
@@ -78,7 +79,7 @@ function roles.sem_use(env)
       for r = 1, rounds do
         local n = (i + r) % 3 == 0 and 2 or 1
         s:acquire(n, { timeout = 20 })
-        core.call({ "EVAL", MAXINC, 2, k .. ":inside", k .. ":max", n })
+        redis.call({ "EVAL", MAXINC, 2, k .. ":inside", k .. ":max", n })
         tg.sleep(0.003)
         call("DECRBY", k .. ":inside", n)
         call("INCRBY", k .. ":grants", n)

@@ -1,5 +1,5 @@
--- tg.scope -- who takes part in a choreography snippet (tg.phases,
--- tg.exchange, tg.broadcast, tg.rounds), and the checks they share.
+-- tg.participants -- who takes part in a choreography snippet (tg.phases,
+-- tg.exchange, tg.broadcast, tg.rounds), and the option checks they share.
 --
 -- A snippet counts its participants either over the whole run (global_seq
 -- of instance_count) or, with opts.group = true, within this instance's
@@ -17,17 +17,16 @@
 local core = require "tg.core"
 local check = require "tg.check"
 
-local scope = {}
+local participants = {}
 
 local claimed = {}   -- "<what>\0<name>\0<seq>" -> true, for this instance
 
-local describe = require("tg.check").describe
-scope.describe = describe
+local describe = check.describe
 
--- scope.options(call, opts, allowed) -> opts (a table, possibly empty).
+-- participants.options(call, opts, allowed) -> opts (a table, possibly empty).
 -- A table or nil; every key must be one of allowed (a set), so a typo such
 -- as `timout` is an error rather than a wait without its bound.
-function scope.options(call, opts, allowed)
+function participants.options(call, opts, allowed)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
     check.fail("%s: options must be a table, got %s", call, describe(opts))
@@ -51,10 +50,10 @@ function scope.options(call, opts, allowed)
   return opts
 end
 
--- scope.resolve(call, opts) -> {seq =, count =, ns =, group =, where =}
+-- participants.resolve(call, opts) -> {seq =, count =, ns =, group =, where =}
 -- ns is "" for the whole run and "<group_id>:" with opts.group; where
 -- names the scope in messages ("the run", "group 'seeds'").
-function scope.resolve(call, opts)
+function participants.resolve(call, opts)
   local cfg = core.config()
   local group = opts.group == true
   local seq_field = group and "group_seq" or "global_seq"
@@ -78,9 +77,9 @@ function scope.resolve(call, opts)
   }
 end
 
--- scope.claim(call, what, name, seq, hint): name is this participant's from
+-- participants.claim(call, what, name, seq, hint): name is this participant's from
 -- now on; a second claim raises "invalid".
-function scope.claim(call, what, name, seq, hint)
+function participants.claim(call, what, name, seq, hint)
   local k = what .. "\0" .. name .. "\0" .. seq
   if claimed[k] then
     check.fail("%s: %s '%s' was already used by this instance; %s", call, what, name, hint)
@@ -88,24 +87,9 @@ function scope.claim(call, what, name, seq, hint)
   claimed[k] = true
 end
 
--- scope.first_line(err) -> the first line of an error's message, at most
--- 300 bytes: what a failure record carries to the peers.
-function scope.first_line(e)
-  local m
-  if type(e) == "string" then m = e
-  elseif core.is_error(e) then m = e.message
-  else
-    local mt = getmetatable(e)
-    m = (mt and mt.__tostring) and tostring(e) or ("error object is a " .. type(e) .. " value")
-  end
-  m = tostring(m):match("^[^\n]*")
-  if #m > 300 then m = m:sub(1, 297) .. "..." end
-  return m
-end
-
--- scope.wait_opts(opts) -> the options a snippet passes to a sync wait.
-function scope.wait_opts(opts)
+-- participants.wait_opts(opts) -> the options a snippet passes to a sync wait.
+function participants.wait_opts(opts)
   return { timeout = opts.timeout, tolerate_failures = opts.tolerate_failures }
 end
 
-return scope
+return participants

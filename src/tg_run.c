@@ -1,0 +1,425 @@
+/* tg_run.c -- see tg_run.h. */
+#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
+#include "tg_run.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "tg_barrier.h"
+#include "tg_coord.h"
+#include "tg_keys.h"
+#include "tg_redis.h"
+#include "tg_rfc3339.h"
+#include "tg_scalar.h"
+#include "tg_session.h"
+#include "tg_topic.h"
+
+int tg_usage_error(const char *fmt, ...) {
+    va_list ap;
+    fputs("tgrun: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 2;
+}
+
+const char *tg_env_or(const char *name, const char *dflt) {
+    const char *v = getenv(name);
+    return v && *v ? v : dflt;
+}
+
+int tg_mkdir_p(const char *path) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* ---- the run --------------------------------------------------------------- */
+
+int tg_run_init(tg_run_t *run, const tg_opts_t *o) {
+    char err[512];
+    memset(run, 0, sizeof *run);
+    run->o = o;
+    const char *envp = getenv("TEST_INSTANCE_PARAMS");
+    if (envp && tg_params_parse(&run->params, envp, err, sizeof err) < 0) return tg_usage_error("%s", err);
+    for (size_t i = 0; i < o->params.len; i++)
+        if (tg_kvlist_set(&run->params, o->params.items[i].key, o->params.items[i].value) < 0)
+            return tg_usage_error("out of memory");
+    /* the plan's name: TEST_PLAN, else the file's name without .lua */
+    char planbuf[4096];
+    snprintf(planbuf, sizeof planbuf, "%s", o->plan_path);
+    char *base = basename(planbuf);
+    char *dot = strrchr(base, '.');
+    if (dot && strcmp(dot, ".lua") == 0) *dot = '\0';
+    snprintf(run->plan, sizeof run->plan, "%s", tg_env_or("TEST_PLAN", base));
+    if (o->run_id) snprintf(run->run_id, sizeof run->run_id, "%s", o->run_id);
+    else if (getenv("TEST_RUN") && *getenv("TEST_RUN")) snprintf(run->run_id, sizeof run->run_id, "%s", getenv("TEST_RUN"));
+    else tg_rt_random_id(run->run_id, sizeof run->run_id);
+    /* seconds: every key a run creates expires, so nothing stays forever */
+    double ttl = ceil(o->timeout * 2);
+    snprintf(run->ttl, sizeof run->ttl, "%.0f", ttl > 86400 ? ttl : 86400);
+    return 0;
+}
+
+void tg_run_set_case(tg_run_t *run, const char *case_name) {
+    snprintf(run->case_name, sizeof run->case_name, "%s", case_name ? case_name : "");
+    run->plen = tg_keys_prefix(run->prefix, sizeof run->prefix, run->run_id, run->plan, run->case_name);
+    if (run->plen >= sizeof run->prefix) run->plen = sizeof run->prefix - 1;
+}
+
+void tg_run_free(tg_run_t *run) {
+    tg_kvlist_free(&run->params);
+}
+
+/* ---- an instance ------------------------------------------------------------ */
+
+/* Set config[key] = value in the table at the top of L. */
+static void cfg_str(lua_State *L, const char *key, const char *value) {
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, key);
+}
+
+static void cfg_int(lua_State *L, const char *key, lua_Integer value) {
+    lua_pushinteger(L, value);
+    lua_setfield(L, -2, key);
+}
+
+int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *ic) {
+    lua_State *L = inst->L;
+    const tg_opts_t *o = run->o;
+    lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
+    cfg_str(L, "plan_path", o->plan_path);
+    cfg_str(L, "plan", run->plan);
+    cfg_str(L, "run_id", run->run_id);
+    cfg_str(L, "case", run->case_name);
+    cfg_int(L, "instance_count", ic->instance_count);
+    cfg_str(L, "group_id", ic->group_id);
+    cfg_int(L, "group_instance_count", ic->group_instance_count);
+    cfg_str(L, "outputs_path", ic->outputs);
+    cfg_str(L, "temp_path", ic->temp);
+    lua_pushboolean(L, ic->sidecar);
+    lua_setfield(L, -2, "sidecar");
+    cfg_str(L, "subnet", tg_env_or("TEST_SUBNET", "127.1.0.0/16"));
+    cfg_str(L, "ip", ic->ip);
+    lua_pushnumber(L, o->timeout);
+    lua_setfield(L, -2, "timeout");
+    if (ic->label) {                    /* an instance of an in-process run */
+        cfg_str(L, "label", ic->label);
+        lua_pushboolean(L, ic->quiet_stdout);
+        lua_setfield(L, -2, "quiet_stdout");
+    }
+    const char *st = getenv("TEST_START_TIME");
+    int64_t ns = 0;
+    if (st && *st) {
+        if (tg_rfc3339_parse(st, &ns) < 0)
+            return tg_usage_error("TEST_START_TIME is not an RFC 3339 time: \"%s\"", st);
+        cfg_str(L, "start_time", st);
+    } else {
+        char buf[48];
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        tg_rfc3339_format(ns, buf, sizeof buf);
+        cfg_str(L, "start_time", buf);
+    }
+    lua_newtable(L);
+    for (size_t i = 0; i < run->params.len; i++) {
+        lua_pushstring(L, run->params.items[i].value);
+        lua_setfield(L, -2, run->params.items[i].key);
+    }
+    lua_setfield(L, -2, "params");
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Put the plan's folder and the TG_LUA_PATH folders on package.path. */
+static void set_path(lua_State *L, const char *plan_path) {
+    char dirbuf[4096];
+    snprintf(dirbuf, sizeof dirbuf, "%s", plan_path);
+    const char *dir = dirname(dirbuf);
+    luaL_Buffer b;
+    lua_getglobal(L, "package");
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, dir);
+    luaL_addstring(&b, "/?.lua;");
+    luaL_addstring(&b, dir);
+    luaL_addstring(&b, "/?/init.lua;");
+    const char *extra = getenv("TG_LUA_PATH");
+    if (extra && *extra) {
+        char *copy = strdup(extra), *save = NULL;
+        for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save)) {
+            luaL_addstring(&b, d);
+            luaL_addstring(&b, "/?.lua;");
+            luaL_addstring(&b, d);
+            luaL_addstring(&b, "/?/init.lua;");
+        }
+        free(copy);
+    }
+    lua_getfield(L, -2, "path");
+    luaL_addvalue(&b);
+    luaL_pushresult(&b);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+}
+
+static int traceback(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    lua_pushstring(L, msg);
+    return 1;
+}
+
+int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted) {
+    lua_State *L = inst->L;
+    if (access(plan_path, R_OK) != 0)
+        return tg_usage_error("cannot read plan \"%s\": %s", plan_path, strerror(errno));
+    if (!wanted) wanted = getenv("TEST_CASE");
+    set_path(L, plan_path);
+    lua_pushcfunction(L, traceback);
+    char chunkname[4200];
+    snprintf(chunkname, sizeof chunkname, "@%s", plan_path);
+    if (tg_load_cached(L, &inst->rt->plan_chunk, NULL, 0, chunkname, 0) != LUA_OK)
+        return tg_usage_error("plan does not compile: %s", lua_tostring(L, -1));
+    if (lua_pcall(L, 0, 1, -2) != LUA_OK)
+        return tg_usage_error("plan failed while loading: %s", lua_tostring(L, -1));
+    /* plan_result -> instance.select(plan_result, wanted) -> name, fn | nil, msg */
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tg.instance");
+    if (lua_pcall(L, 1, 1, -4) != LUA_OK)
+        return tg_usage_error("internal: %s", lua_tostring(L, -1));
+    lua_getfield(L, -1, "select");
+    lua_pushvalue(L, -3);
+    if (wanted) lua_pushstring(L, wanted);
+    else lua_pushnil(L);
+    if (lua_pcall(L, 2, 2, -6) != LUA_OK)
+        return tg_usage_error("internal: %s", lua_tostring(L, -1));
+    if (lua_isnil(L, -2))
+        return tg_usage_error("%s", lua_tostring(L, -1));
+    lua_setfield(L, LUA_REGISTRYINDEX, "tg.case_fn");
+    lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "case");
+    lua_settop(L, 0);
+    return 0;
+}
+
+const char *tg_run_case_of(tg_inst_t *inst) {
+    lua_State *L = inst->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
+    lua_getfield(L, -1, "case");
+    const char *c = lua_tostring(L, -1);       /* kept alive by the config table */
+    lua_pop(L, 2);
+    return c ? c : "";
+}
+
+int tg_run_start(tg_inst_t *inst) {
+    lua_State *L = inst->L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tg.instance");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+        return tg_usage_error("internal: %s", lua_tostring(L, -1));
+    lua_getfield(L, -1, "main");
+    lua_getfield(L, LUA_REGISTRYINDEX, "tg.case_fn");
+    inst->main = tg_task_ref(tg_task_spawn(L, 1, "main"));   /* the instance's, dropped in tg_inst_free */
+    lua_settop(L, 0);
+    return 0;
+}
+
+int tg_run_result(tg_inst_t *inst) {
+    lua_State *L = inst->L;
+    tg_task_t *t = inst->main;
+    if (!t || t->state != TG_TASK_DONE || t->results_ref == LUA_NOREF) return 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
+    lua_getfield(L, -1, "ok");
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    int code = 1;
+    if (ok) {
+        lua_rawgeti(L, -1, 1);
+        code = (int)luaL_optinteger(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        if (lua_isstring(L, -1)) inst->error = strdup(lua_tostring(L, -1));
+        lua_pop(L, 2);
+    } else {
+        lua_rawgeti(L, -1, 1);
+        const char *m = luaL_tolstring(L, -1, NULL);
+        inst->error = strdup(m);
+        fprintf(stderr, "tgrun: internal error in the instance runner: %s\n", m);
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    return code;
+}
+
+/* ---- Redis ------------------------------------------------------------------- */
+
+int tg_run_redis_target(const tg_opts_t *o, tg_redis_addr_t *a) {
+    char err[256];
+    if (o->redis_url) {
+        if (tg_redis_addr_parse(o->redis_url, a, err, sizeof err) < 0) return tg_usage_error("%s", err);
+        return 0;
+    }
+    const char *h = getenv("REDIS_HOST"), *p = getenv("REDIS_PORT");
+    if ((!h || !*h) && (!p || !*p)) {
+        tg_redis_addr_from_env(NULL, NULL, a, err, sizeof err);
+        return 1;
+    }
+    if (tg_redis_addr_from_env(h, p, a, err, sizeof err) < 0) return tg_usage_error("%s", err);
+    return 0;
+}
+
+static void flush_redis(void *data) {
+    tg_redis_flush(data);
+}
+
+int tg_run_connect(tg_rt_t *rt, const tg_run_t *run, const tg_redis_addr_t *addr, char *err, size_t errlen) {
+    free(rt->prefix);
+    if (!(rt->prefix = malloc(run->plen + 1))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    memcpy(rt->prefix, run->prefix, run->plen + 1);
+    rt->plen = run->plen;
+    snprintf(rt->ttl, sizeof rt->ttl, "%s", run->ttl);
+    if (tg_redis_open(&rt->redis, rt->loop, addr, 5, err, errlen) < 0) return -1;
+    if (tg_barrier_attach(rt) < 0 || tg_topic_attach(rt) < 0 || tg_coord_attach(rt) < 0
+        || tg_session_attach(rt) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* the units' start-up reads (where the notify stream is, how many
+     * peers died) come back before anything waits */
+    if (tg_redis_settle(rt->redis, 5, err, errlen) < 0) return -1;
+    tg_redis_start_reading(rt->redis);
+    rt->flush = flush_redis;
+    rt->flush_data = rt->redis;
+    return 0;
+}
+
+void tg_run_shutdown(tg_rt_t *rt) {
+    while (rt->insts) tg_inst_free(rt->insts);
+    rt->flush = NULL;
+    /* Units first (no waiter is left: the instances are gone), then the
+     * transport: its pending callbacks run with NULL and touch only their
+     * own data. */
+    tg_session_detach(rt);
+    tg_coord_detach(rt);
+    tg_topic_detach(rt);
+    tg_barrier_detach(rt);
+    tg_redis_close(rt->redis);
+    rt->redis = NULL;
+    free(rt->prefix);
+    rt->prefix = NULL;
+    tg_rt_close(rt);
+    uv_run(rt->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(rt->loop) != 0) fprintf(stderr, "tgrun: internal: handles left open at exit\n");
+}
+
+/* ---- the single-instance run ---------------------------------------------------- */
+
+static void on_single_done(tg_inst_t *inst) {
+    uv_stop(inst->rt->loop);
+}
+
+int tg_run_single(const tg_opts_t *o) {
+    char err[512], outbuf[4096], tmpbuf[4096], absout[PATH_MAX];
+    tg_run_t run;
+    tg_instcfg_t ic = {0};
+    int status = tg_run_init(&run, o);
+    if (status != 0) {
+        tg_run_free(&run);
+        return status;
+    }
+    long long n = 1, gn;
+    if (getenv("TEST_INSTANCE_COUNT") && tg_parse_int(getenv("TEST_INSTANCE_COUNT"), &n) < 0)
+        status = tg_usage_error("TEST_INSTANCE_COUNT is not a number: \"%s\"", getenv("TEST_INSTANCE_COUNT"));
+    ic.instance_count = (int)n;
+    ic.group_id = tg_env_or("TEST_GROUP_ID", "single");
+    gn = n;
+    if (!status && getenv("TEST_GROUP_INSTANCE_COUNT") && tg_parse_int(getenv("TEST_GROUP_INSTANCE_COUNT"), &gn) < 0)
+        status = tg_usage_error("TEST_GROUP_INSTANCE_COUNT is not a number: \"%s\"", getenv("TEST_GROUP_INSTANCE_COUNT"));
+    ic.group_instance_count = (int)gn;
+    int sidecar = 0;
+    const char *sc = getenv("TEST_SIDECAR");
+    if (!status && sc && *sc && tg_parse_bool(sc, &sidecar) < 0)
+        status = tg_usage_error("TEST_SIDECAR is not true or false: \"%s\"", sc);
+    ic.sidecar = sidecar;
+    ic.ip = tg_env_or("TG_INSTANCE_IP", "127.0.0.1");
+    if (o->outputs) ic.outputs = o->outputs;
+    else if (getenv("TEST_OUTPUTS_PATH") && *getenv("TEST_OUTPUTS_PATH")) ic.outputs = getenv("TEST_OUTPUTS_PATH");
+    else {
+        snprintf(outbuf, sizeof outbuf, "outputs/%s/%s/0", run.run_id, ic.group_id);
+        ic.outputs = outbuf;
+    }
+    if (!status && tg_mkdir_p(ic.outputs) < 0)
+        status = tg_usage_error("cannot create the outputs folder \"%s\": %s", ic.outputs, strerror(errno));
+    if (status) {
+        tg_run_free(&run);
+        return status;
+    }
+    /* absolute, so that a plan that changes directory still finds it */
+    if (realpath(ic.outputs, absout)) ic.outputs = absout;
+    if (getenv("TEST_TEMP_PATH") && *getenv("TEST_TEMP_PATH")) ic.temp = getenv("TEST_TEMP_PATH");
+    else {
+        snprintf(tmpbuf, sizeof tmpbuf, "%s/tgrun-%s-XXXXXX", tg_env_or("TMPDIR", "/tmp"), run.run_id);
+        ic.temp = mkdtemp(tmpbuf) ? tmpbuf : "/tmp";
+    }
+
+    tg_redis_addr_t addr;
+    if (tg_run_redis_target(o, &addr) == 2) {
+        tg_run_free(&run);
+        return 2;
+    }
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    tg_rt_t rt;
+    tg_rt_init(&rt, &loop);
+    rt.deadline = tg_rt_now() + o->timeout;
+    rt.lua_dir = getenv("TG_LUA_DIR");
+    rt.on_inst_done = on_single_done;
+    tg_rt_handle_signals(&rt);
+    tg_inst_t *inst = tg_inst_new(&rt);
+    status = 2;
+    if (!inst) { fprintf(stderr, "tgrun: out of memory\n"); goto out; }
+    if ((status = tg_run_load_plan(inst, o->plan_path, o->case_name)) != 0) goto out;
+    tg_run_set_case(&run, tg_run_case_of(inst));
+    if ((status = tg_run_configure(inst, &run, &ic)) != 0) goto out;
+    if (tg_run_connect(&rt, &run, &addr, err, sizeof err) < 0) {
+        status = tg_usage_error("%s (start Redis, or point tgrun at one with --redis URL or REDIS_HOST/REDIS_PORT)", err);
+        goto out;
+    }
+    if ((status = tg_run_start(inst)) != 0) goto out;
+    uv_run(&loop, UV_RUN_DEFAULT);
+    status = tg_run_result(inst);
+out:
+    tg_run_shutdown(&rt);
+    tg_run_free(&run);
+    return status;
+}

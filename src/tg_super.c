@@ -1,0 +1,310 @@
+/*
+ * tg_super.c -- the process supervisor of a local run: each instance its own
+ * process (this binary, single-instance mode) with the TEST_* environment a
+ * Testground runner would give it; its stdout read as event lines (the one
+ * classifier, tg_event.c, says what each means), its stderr passed on.
+ *
+ * Ending: the run's deadline (--timeout, plus --grace) and Ctrl-C send
+ * SIGTERM to every instance still running -- an instance answers by failing
+ * its pending waits with what it was waiting for -- and SIGKILL a few
+ * seconds later.  Every child is reaped before the loop ends.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "tg_local.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lauxlib.h>
+
+#include "tg_event.h"
+#include "tg_json.h"
+
+extern char **environ;
+
+static void maybe_done(tg_local_t *r);
+
+/* One line of an instance's stdout: note its outcome, print it. */
+static void on_out_line(tg_child_t *c, const char *line, size_t len) {
+    tg_local_t *r = c->run;
+    lua_State *L = r->L;
+    const char *show = line;
+    size_t showlen = len;
+    int important = 0;
+    lua_settop(L, 0);
+    if (len && line[0] == '{' && tg_json_decode(L, line, len) == 0 && lua_istable(L, 1)) {
+        lua_getfield(L, 1, "event");                            /* line event */
+        tg_ev_kind_t k = tg_event_kind(L, 2);
+        if (k != TG_EV_NONE) {
+            if (k == TG_EV_SUCCESS) c->outcome = TG_OUT_SUCCESS;
+            if (k == TG_EV_FAILURE || k == TG_EV_CRASH) {
+                size_t el;
+                tg_event_push_error(L, 2, k);                   /* line event err */
+                const char *e = lua_tolstring(L, -1, &el);
+                if (e) tg_local_set_error(&c->error, e, el);
+                c->outcome = k == TG_EV_FAILURE ? TG_OUT_FAILURE : TG_OUT_CRASH;
+            }
+            important = tg_event_push_text(L, 2, k);            /* ... text */
+            show = lua_tolstring(L, -1, &showlen);
+        }
+    }
+    if (!r->tty || important) {
+        tg_local_clear_progress(r);
+        printf("%s %.*s\n", c->label, (int)showlen, show);
+        fflush(stdout);
+    }
+    lua_settop(L, 0);
+}
+
+static void on_err_line(tg_child_t *c, const char *line, size_t len) {
+    if (!c->stderr_first && len) tg_local_set_error(&c->stderr_first, line, len);
+    tg_local_clear_progress(c->run);
+    fprintf(stderr, "%s stderr: %.*s\n", c->label, (int)len, line);
+}
+
+static void feed(tg_child_t *c, tg_linebuf_t *b, const char *data, size_t len, int is_err) {
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + len) cap *= 2;
+        char *nb = realloc(b->buf, cap);
+        if (!nb) return;
+        b->buf = nb;
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, data, len);
+    b->len += len;
+    size_t start = 0;
+    for (size_t i = 0; i < b->len; i++) {
+        if (b->buf[i] != '\n') continue;
+        if (is_err) on_err_line(c, b->buf + start, i - start);
+        else on_out_line(c, b->buf + start, i - start);
+        start = i + 1;
+    }
+    memmove(b->buf, b->buf + start, b->len - start);
+    b->len -= start;
+}
+
+/* ---- children ---------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+    tg_child_t *c = h->data;
+    tg_local_t *r = c->run;
+    c->handles--;
+    r->open_handles--;
+    maybe_done(r);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)h;
+    buf->base = malloc(suggested);
+    buf->len = buf->base ? suggested : 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    tg_child_t *c = s->data;
+    int is_err = s == (uv_stream_t *)&c->err;
+    if (n > 0) feed(c, is_err ? &c->le : &c->lo, buf->base, (size_t)n, is_err);
+    free(buf->base);
+    if (n < 0) {
+        tg_linebuf_t *b = is_err ? &c->le : &c->lo;
+        if (b->len) {                           /* a last line without '\n' */
+            feed(c, b, "\n", 1, is_err);
+        }
+        uv_close((uv_handle_t *)s, on_handle_closed);
+    }
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
+    tg_child_t *c = p->data;
+    tg_local_t *r = c->run;
+    c->exited = 1;
+    c->status = status;
+    c->signal = sig;
+    r->running--;
+    uv_close((uv_handle_t *)p, on_handle_closed);
+    maybe_done(r);
+}
+
+static void kill_all(tg_local_t *r, int sig) {
+    for (int i = 0; i < r->n; i++)
+        if (r->kids[i].spawned && !r->kids[i].exited) uv_process_kill(&r->kids[i].proc, sig);
+}
+
+static void on_killer(uv_timer_t *h) {
+    tg_local_t *r = h->data;
+    kill_all(r, SIGKILL);
+}
+
+/* Ask every running instance to stop: each fails its pending waits with what
+ * it was waiting for, records that, and exits; SIGKILL follows if not. */
+static void terminate(tg_local_t *r) {
+    if (r->termed) return;
+    r->termed = 1;
+    for (int i = 0; i < r->n; i++)
+        if (r->kids[i].spawned && !r->kids[i].exited) r->kids[i].unfinished = 1;
+    kill_all(r, SIGTERM);
+    uv_timer_start(&r->killer, on_killer, TG_KILL_SECS * 1000, 0);
+}
+
+static void on_deadline(uv_timer_t *h) {
+    tg_local_t *r = h->data;
+    r->timed_out = 1;
+    tg_local_clear_progress(r);
+    fprintf(stderr, "tgrun: the run's deadline (%g s) has passed: stopping %d instance(s)\n",
+            r->o->timeout, r->running);
+    terminate(r);
+}
+
+static void on_signal(uv_signal_t *h, int sig) {
+    tg_local_t *r = h->data;
+    tg_local_clear_progress(r);
+    if (r->interrupted++) {
+        fprintf(stderr, "tgrun: interrupted again: killing every instance\n");
+        kill_all(r, SIGKILL);
+        return;
+    }
+    fprintf(stderr, "tgrun: %s: stopping %d instance(s) (again to kill them)\n",
+            sig == SIGINT ? "interrupted" : "terminated", r->running);
+    terminate(r);
+}
+
+static char *env_entry(const char *k, const char *v) {
+    size_t n = strlen(k) + strlen(v) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s=%s", k, v);
+    return s;
+}
+
+static int is_ours(const char *e) {
+    static const char *names[] = {"TEST_PLAN=", "TEST_CASE=", "TEST_RUN=", "TEST_INSTANCE_COUNT=",
+        "TEST_GROUP_ID=", "TEST_GROUP_INSTANCE_COUNT=", "TEST_INSTANCE_PARAMS=", "TEST_OUTPUTS_PATH=",
+        "TEST_TEMP_PATH=", "TEST_SIDECAR=", "TEST_SUBNET=", "TEST_START_TIME=", NULL};
+    for (int i = 0; names[i]; i++)
+        if (strncmp(e, names[i], strlen(names[i])) == 0) return 1;
+    return 0;
+}
+
+static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const char *start) {
+    char tmp[4200], n[32], gn[32], timeout[64];
+    snprintf(tmp, sizeof tmp, "%s/%s/%d", r->tmpdir, r->groups[c->group].name, c->index);
+    if (!c->outdir || tg_mkdir_p(c->outdir) < 0 || tg_mkdir_p(tmp) < 0) return -errno;
+    snprintf(n, sizeof n, "%d", r->n);
+    snprintf(gn, sizeof gn, "%ld", r->groups[c->group].count);
+    snprintf(timeout, sizeof timeout, "%g", r->o->timeout);
+
+    size_t ne = 0;
+    while (environ[ne]) ne++;
+    char **env = calloc(ne + 16, sizeof *env);
+    if (!env) return UV_ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < ne; i++)
+        if (!is_ours(environ[i])) env[k++] = strdup(environ[i]);
+    env[k++] = env_entry("TEST_PLAN", r->run.plan);
+    env[k++] = env_entry("TEST_CASE", r->run.case_name);
+    env[k++] = env_entry("TEST_RUN", r->run.run_id);
+    env[k++] = env_entry("TEST_INSTANCE_COUNT", n);
+    env[k++] = env_entry("TEST_GROUP_ID", r->groups[c->group].name);
+    env[k++] = env_entry("TEST_GROUP_INSTANCE_COUNT", gn);
+    env[k++] = env_entry("TEST_INSTANCE_PARAMS", params);
+    env[k++] = env_entry("TEST_OUTPUTS_PATH", c->outdir);
+    env[k++] = env_entry("TEST_TEMP_PATH", tmp);
+    env[k++] = env_entry("TEST_SIDECAR", "false");
+    env[k++] = env_entry("TEST_SUBNET", "127.1.0.0/16");
+    env[k++] = env_entry("TEST_START_TIME", start);
+
+    const char *argv[8];
+    int a = 0;
+    argv[a++] = r->exe;
+    argv[a++] = "--timeout";
+    argv[a++] = timeout;
+    if (r->redis_url[0]) { argv[a++] = "--redis"; argv[a++] = r->redis_url; }
+    argv[a++] = r->o->plan_path;
+    argv[a] = NULL;
+
+    uv_stdio_container_t stdio[3];
+    uv_pipe_init(&r->loop, &c->out, 0);
+    uv_pipe_init(&r->loop, &c->err, 0);
+    c->out.data = c->err.data = c->proc.data = c;
+    c->handles = 2;
+    r->open_handles += 2;
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&c->out;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&c->err;
+    uv_process_options_t po;
+    memset(&po, 0, sizeof po);
+    po.file = r->exe;
+    po.args = (char **)argv;
+    po.env = env;
+    po.exit_cb = on_exit_cb;
+    po.stdio = stdio;
+    po.stdio_count = 3;
+    po.flags = UV_PROCESS_DETACHED;     /* Ctrl-C reaches tgrun, which stops them in order */
+    int rc = uv_spawn(&r->loop, &c->proc, &po);
+    for (size_t i = 0; i < k; i++) free(env[i]);
+    free(env);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&c->out, on_handle_closed);
+        uv_close((uv_handle_t *)&c->err, on_handle_closed);
+        return rc;
+    }
+    c->spawned = 1;
+    c->handles++;
+    r->open_handles++;
+    r->running++;
+    uv_read_start((uv_stream_t *)&c->out, alloc_cb, on_read);
+    uv_read_start((uv_stream_t *)&c->err, alloc_cb, on_read);
+    return 0;
+}
+
+/* ---- ending -------------------------------------------------------------- */
+
+static void maybe_done(tg_local_t *r) {
+    if (r->running > 0 || r->open_handles > 0) return;
+    uv_stop(&r->loop);
+}
+
+int tg_super_run(tg_local_t *r, const char *params, const char *start) {
+    const tg_opts_t *o = r->o;
+    uv_timer_init(&r->loop, &r->deadline);
+    uv_timer_init(&r->loop, &r->killer);
+    uv_timer_init(&r->loop, &r->progress);
+    uv_signal_init(&r->loop, &r->sigint);
+    uv_signal_init(&r->loop, &r->sigterm);
+    r->deadline.data = r->killer.data = r->progress.data = r->sigint.data = r->sigterm.data = r;
+    uv_signal_start(&r->sigint, on_signal, SIGINT);
+    uv_signal_start(&r->sigterm, on_signal, SIGTERM);
+    uv_timer_start(&r->deadline, on_deadline, (uint64_t)((o->timeout + o->grace) * 1000), 0);
+    if (r->tty) uv_timer_start(&r->progress, tg_local_on_progress, 0, 250);
+
+    int i = 0;
+    for (int g = 0; g < r->ngroups; g++) {
+        for (long j = 0; j < r->groups[g].count; j++, i++) {
+            tg_child_t *c = &r->kids[i];
+            c->run = r;
+            c->group = g;
+            c->index = (int)j;
+            snprintf(c->label, sizeof c->label, "%s[%ld]", r->groups[g].name, j);
+            c->outdir = tg_local_outdir(r, g, j);
+            int src = spawn_child(r, c, params, start);
+            if (src < 0) {
+                tg_local_clear_progress(r);
+                fprintf(stderr, "tgrun: cannot start %s: %s\n", c->label, uv_strerror(src));
+            }
+        }
+    }
+    if (r->running > 0 || r->open_handles > 0) uv_run(&r->loop, UV_RUN_DEFAULT);
+    uv_timer_stop(&r->progress);
+    uv_timer_stop(&r->deadline);
+    uv_timer_stop(&r->killer);
+    int status = tg_local_summarize(r);
+    uv_close((uv_handle_t *)&r->deadline, NULL);
+    uv_close((uv_handle_t *)&r->killer, NULL);
+    uv_close((uv_handle_t *)&r->progress, NULL);
+    uv_close((uv_handle_t *)&r->sigint, NULL);
+    uv_close((uv_handle_t *)&r->sigterm, NULL);
+    return status;
+}
