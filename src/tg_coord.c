@@ -270,7 +270,7 @@ static int l_ticket(lua_State *L) {
     tk->rlen = rlen;
     q->task = tg_task_ref(t);
     q->inst = t->ctx.inst;
-    memcpy(q->id, id, sizeof q->id);
+    memcpy(q->id, id, idlen + 1);
     snprintf(q->kind, sizeof q->kind, "%s", a.kind);
     memcpy(q->res, res, rlen + 1);
     q->rlen = rlen;

@@ -5,7 +5,8 @@
  *
  *  - tg_local.c: the run's set-up (groups, parameters, the plan checked
  *    before anything starts, outputs and temp folders, the private
- *    redis-server), the live progress line, and the summary.
+ *    redis-server) and the choice between the two runners below.
+ *  - tg_summary.c: the live progress line, first errors, the summary.
  *  - tg_super.c: the process supervisor -- each instance its own process
  *    with the TEST_* environment a Testground runner gives it, its stdout
  *    read as event lines, the deadline and Ctrl-C.
@@ -73,6 +74,8 @@ typedef struct tg_local {
 
 /* tgrun -n N: run the local instances and report; returns the exit status. */
 int tg_local_run(const tg_opts_t *o);
+
+/* ---- tg_summary.c ---- */
 
 /* Monotonic seconds. */
 double tg_local_now(void);
