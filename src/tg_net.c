@@ -23,8 +23,9 @@
  *  - Received bytes collect in the connection's buffer, also while nobody
  *    reads (so EOF is noticed); the socket is read while a task waits in read
  *    or fewer than READ_HIGH bytes are buffered.
- *  - Callbacks never run Lua: they push results on the waiting coroutine and
- *    call tg_wait_done/tg_wait_fail (see tg_rt.h).
+ *  - Callbacks never run plan Lua: they hand results to the waiting task
+ *    with tg_wait_deliver/tg_wait_fail (converted under protection; see
+ *    tg_rt.h).
  */
 #include <arpa/inet.h>
 #include <limits.h>
@@ -63,6 +64,7 @@ struct conn {
     uint64_t rtoken;
     int rmode;
     size_t rwant;               /* RD_EXACT: bytes wanted */
+    const char *rwhat;          /* what the waiting read is (its task's label) */
     char peer[NAME_LEN], local[NAME_LEN];
 };
 
@@ -328,19 +330,25 @@ static int read_push(lua_State *L, conn_t *c, int mode, size_t n, const char *wh
     return 0;
 }
 
+/* read_push for tg_wait_deliver: the data, or the error raised. */
+static int push_read(lua_State *L, void *ud) {
+    conn_t *c = ud;
+    if (!read_push(L, c, c->rmode, c->rwant, c->rwhat)) return lua_error(L);
+    return 1;
+}
+
 /* Data, EOF or an error arrived (or the connection is closing): end the
  * read that waits if it can end now. */
 static void serve_reader(conn_t *c) {
     if (!c->reader || !read_ready(c, c->rmode, c->rwant)) return;
     tg_task_t *t = c->reader;
     c->reader = NULL;
-    lua_State *co = tg_wait_target(t, c->rtoken);
-    if (!co) {
+    if (!tg_wait_target(t, c->rtoken)) {
         unhook(t, c->rtoken, c);
         return;
     }
-    int ok = read_push(co, c, c->rmode, c->rwant, t->what);
-    tg_wait_done(t, ok, 1);
+    c->rwhat = t->what;
+    tg_wait_deliver(t, 1, push_read, c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
@@ -421,10 +429,16 @@ static void conn_close(conn_t *c) {
 /* Push a new "tg.conn" box for c on L; the box owns c from now on. */
 static void push_conn(lua_State *L, conn_t *c) {
     conn_box_t *b = lua_newuserdatauv(L, sizeof *b, 0);
-    b->c = c;
+    b->c = c;                                   /* owned by the box from here on */
     memcpy(b->peer, c->peer, sizeof b->peer);
     memcpy(b->local, c->local, sizeof b->local);
     luaL_setmetatable(L, CONN_META);
+}
+
+/* push_conn for tg_wait_deliver (ud: the conn_t). */
+static int deliver_conn(lua_State *L, void *ud) {
+    push_conn(L, ud);
+    return 1;
 }
 
 static conn_box_t *check_conn(lua_State *L, const char *call) {
@@ -633,8 +647,7 @@ static void on_connect(uv_connect_t *req, int status) {
         return;
     }
     conn_start(c);
-    push_conn(co, c);
-    tg_wait_done(d->t, 1, 1);
+    if (tg_wait_deliver(d->t, 1, deliver_conn, c) < 0) conn_close(c);   /* no box took it */
     dial_free(d);
 }
 
@@ -760,10 +773,8 @@ static void accept_one(lsn_t *l) {
     if (l->waiter) {
         tg_task_t *t = l->waiter;
         l->waiter = NULL;
-        lua_State *co = tg_wait_target(t, l->token);
-        if (co) {
-            push_conn(co, c);
-            tg_wait_done(t, 1, 1);
+        if (tg_wait_target(t, l->token)) {
+            if (tg_wait_deliver(t, 1, deliver_conn, c) < 0) conn_close(c);
             return;
         }
         unhook(t, l->token, l);

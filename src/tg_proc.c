@@ -102,12 +102,36 @@ static void set_output(lua_State *co, proc_t *p) {
     lua_setfield(co, -2, "stderr");
 }
 
-/* Push the "timeout" error, with what was captured, on co. */
-static void push_timeout(lua_State *co, proc_t *p, double after, const char *extra) {
+/* What a timed-out exec's error says (push_timeout's argument). */
+typedef struct timeout_msg {
+    proc_t *p;
+    double after;
+    const char *extra;
+} timeout_msg_t;
+
+/* Raise the "timeout" error, with what was captured (under tg_wait_deliver). */
+static int push_timeout(lua_State *L, void *ud) {
+    timeout_msg_t *m = ud;
     char b[32];
-    tg_err_push(co, "timeout", "%s timed out after %s; killed%s", p->what,
-                secs(after, b, sizeof b), extra);
-    set_output(co, p);
+    tg_err_push(L, "timeout", "%s timed out after %s; killed%s", m->p->what,
+                secs(m->after, b, sizeof b), m->extra);
+    set_output(L, m->p);
+    return lua_error(L);
+}
+
+/* Push {code =, signal =, stdout =, stderr =} (under tg_wait_deliver). */
+static int push_result(lua_State *L, void *ud) {
+    proc_t *p = ud;
+    lua_createtable(L, 0, 4);
+    /* A signal death reads like a shell's $?: 128 + signal, never 0. */
+    lua_pushinteger(L, p->signal ? 128 + p->signal : (lua_Integer)p->status);
+    lua_setfield(L, -2, "code");
+    if (p->signal) {
+        lua_pushinteger(L, p->signal);
+        lua_setfield(L, -2, "signal");
+    }
+    set_output(L, p);
+    return 1;
 }
 
 /* The process exited and its output is in: end the wait unless it ended already. */
@@ -122,21 +146,12 @@ static void complete(proc_t *p) {
         return;
     }
     if (p->timed_out) {
-        push_timeout(co, p, p->timeout, "");
-        tg_wait_done(t, 0, 1);
+        timeout_msg_t m = {p, p->timeout, ""};
+        tg_wait_deliver(t, 1, push_timeout, &m);
     } else if (p->nomem) {
-        tg_wait_fail(t, "invalid", "%s: out of memory for its output; killed", p->what);
+        tg_wait_fail(t, "nomem", "%s: out of memory for its output; killed", p->what);
     } else {
-        lua_createtable(co, 0, 4);
-        /* A signal death reads like a shell's $?: 128 + signal, never 0. */
-        lua_pushinteger(co, p->signal ? 128 + p->signal : (lua_Integer)p->status);
-        lua_setfield(co, -2, "code");
-        if (p->signal) {
-            lua_pushinteger(co, p->signal);
-            lua_setfield(co, -2, "signal");
-        }
-        set_output(co, p);
-        tg_wait_done(t, 1, 1);
+        tg_wait_deliver(t, 1, push_result, p);
     }
 }
 
@@ -231,16 +246,12 @@ static void proc_abort(tg_task_t *t, int why) {
     p->aborted = 1;
     if (!p->killed || !p->exited) proc_kill(p);
     if (why != TG_ABORT_TIMEOUT) return;        /* tg_rt says "cancelled", "interrupted", ... */
-    lua_State *co = tg_wait_target(t, t->token);
-    if (!co) return;
-    if (p->timed_out) {
-        char b[32], extra[64];
+    if (!tg_wait_target(t, t->token)) return;
+    char b[32], extra[64] = "";
+    if (p->timed_out)
         snprintf(extra, sizeof extra, ", but it had not exited %s later", secs(KILL_GRACE, b, sizeof b));
-        push_timeout(co, p, p->timeout, extra);
-    } else {
-        push_timeout(co, p, t->timeout, "");
-    }
-    tg_wait_done(t, 0, 1);
+    timeout_msg_t m = {p, p->timed_out ? p->timeout : t->timeout, extra};
+    tg_wait_deliver(t, 1, push_timeout, &m);
 }
 
 /* exec "argv joined by spaces", cut to fit. */

@@ -451,7 +451,7 @@ static int l_deliver(lua_State *L) {
     return d->push(L, d->ud);
 }
 
-void tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), void *ud) {
+int tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), void *ud) {
     tg_inst_t *inst = t->ctx.inst;
     tg_task_t *run = inst->rt->running;
     lua_State *co = t->co;
@@ -460,12 +460,13 @@ void tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), 
      * thread, which is idle while I/O callbacks run.  Never another
      * instance's state: values cannot cross states. */
     lua_State *W = run && run->ctx.inst == inst ? run->co : inst->L;
-    int top = lua_gettop(W), n = 0;
+    int top = lua_gettop(W), n = 0, raised = 1;
     deliver_t d = {push, ud};
     if (lua_checkstack(W, 4)) {
         lua_pushcfunction(W, l_deliver);
         lua_pushlightuserdata(W, &d);
         if (lua_pcall(W, 1, LUA_MULTRET, 0) != LUA_OK) ok = 0;
+        else raised = 0;
         n = lua_gettop(W) - top;
         if (!ok && n != 1) {
             lua_settop(W, top);
@@ -480,7 +481,6 @@ void tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), 
     if (W != co) {
         if (!lua_checkstack(co, n)) {
             lua_settop(W, top);
-            n = 0;
             ok = 0;
             lua_pushliteral(co, "not enough memory");
             n = 1;
@@ -489,6 +489,7 @@ void tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), 
         }
     }
     tg_wait_done(t, ok, n);
+    return raised ? -1 : 0;
 }
 
 typedef struct failure {

@@ -218,8 +218,11 @@ void tg_wait_done(tg_task_t *t, int ok, int nvalues);
  * many values), converted under protection on the instance's main thread
  * and moved to the task: an allocation failure (or any error push raises)
  * ends the wait with that error instead of a panic.  ok says whether the
- * values are results (1) or one error value (0). */
-void tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), void *ud);
+ * values are results (1) or one error value (0); push may also raise its
+ * own error value, which then ends the wait.  Returns 0 when push
+ * returned, -1 when it raised (so the caller keeps what push would have
+ * taken over). */
+int tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), void *ud);
 /* Complete the pending wait with an error {code, message} (under
  * protection); fmt is a C printf format. */
 void tg_wait_fail(tg_task_t *t, const char *code, const char *fmt, ...)
