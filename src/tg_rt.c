@@ -274,6 +274,12 @@ static void finish(tg_task_t *t, int ok, int nres) {
         } else lua_pop(L, 1);
     }
 
+    /* Its handle is gone: nobody will ever ask for the results. */
+    if (t->handle_gone && t != inst->main) {
+        luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
+        t->results_ref = LUA_NOREF;
+    }
+
     if (t == inst->main && inst->rt->on_inst_done) inst->rt->on_inst_done(inst);
     unref_held(t);      /* "running"; never the last: drain() holds the queue's */
 }
@@ -338,7 +344,6 @@ tg_task_t *tg_task_spawn(lua_State *L, int nargs, const char *name) {
     t->id = inst->rt->next_task_id++;
     snprintf(t->name, sizeof t->name, "%s", name ? name : "task");
     t->results_ref = LUA_NOREF;
-    t->handle_ref = LUA_NOREF;
 
     lua_State *co = lua_newthread(L);           /* fn args co */
     t->co = co;
@@ -674,8 +679,17 @@ static int l_task_status(lua_State *L) {
 
 static int l_task_gc(lua_State *L) {
     tg_task_t **box = luaL_checkudata(L, 1, TASK_META);
-    if (*box) tg_task_unref(*box);
+    tg_task_t *t = *box;
     *box = NULL;
+    if (!t) return 0;
+    /* Nobody can join it any more: its results go (the main task's stay for
+     * the runner, which reads them after the loop). */
+    t->handle_gone = 1;
+    if (t->results_ref != LUA_NOREF && t != t->ctx.inst->main) {
+        luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
+        t->results_ref = LUA_NOREF;
+    }
+    tg_task_unref(t);
     return 0;
 }
 

@@ -63,7 +63,7 @@ struct tg_task {
     tg_ctx_t ctx;               /* extra space of co points here while it runs */
     lua_State *co;              /* NULL once the task is done */
     int co_ref;                 /* registry ref anchoring co (and the task handle) */
-    int handle_ref;             /* registry ref of the Lua handle while running */
+    int handle_gone;            /* the Lua handle was collected: nobody can join any more */
     int refs;
     int state;
     int cancelled;
@@ -82,7 +82,7 @@ struct tg_task {
     tg_task_t *joiners;         /* tasks waiting in task:join() on this one */
     tg_task_t *next_joiner;
     uint64_t id;
-    int results_ref;            /* registry ref of {ok, n, ...} once done */
+    int results_ref;            /* registry ref of {ok, n, ...} once done, while joinable */
     char name[48];
 };
 

@@ -5,6 +5,8 @@ local core = require "tg.core"
 local redis = require "tg.redis"
 local h = require "helpers"
 
+after_each(h.check_clean)   -- nothing left behind by any spec
+
 local plans = h.src .. "/tests/lua/plans"
 local CASES = plans .. "/cases.lua"
 

@@ -16,6 +16,8 @@ local keys = require "tg.keys"
 local json = require "tg.json"
 local h = require "helpers"
 
+after_each(h.check_clean)   -- nothing left behind by any spec
+
 local PLAN = h.src .. "/tests/lua/plans/coord.lua"
 local TTL = 1              -- TG_SESSION_TTL of the children whose death is tested
 local BEAT = TTL / 3       -- their heartbeat period

@@ -3,6 +3,8 @@
 local tg = require "tg"
 local h = require "helpers"
 
+after_each(h.check_clean)   -- nothing left behind by any spec
+
 -- pcall(fn, ...) that must fail: returns the error value.
 local function fails(fn, ...)
   local ok, err = pcall(fn, ...)

@@ -162,4 +162,28 @@ function h.fails_invalid(pattern, fn, ...)
   assert.matches(pattern, err.message)
 end
 
+-- After every spec (each spec file calls after_each(h.check_clean)): no
+-- task, timer or other handle, and no Redis request may be left behind.
+-- Garbage is collected first (a dropped listener or subscription closes in
+-- its __gc); what is still finishing (a heartbeat reply in flight, a
+-- handle closing) gets a bounded moment.  Compared with what was alive
+-- before the first spec ran (run_specs.lua).
+function h.check_clean()
+  local core = require "tg.core"
+  local base = package.loaded["tg.spec_baseline"]
+  if type(base) ~= "table" then return end
+  local s
+  local function left()
+    collectgarbage()
+    collectgarbage()
+    s = core.stats()
+    return s.tasks <= base.tasks and s.live_tasks <= base.live_tasks and s.handles <= base.handles
+      and s.requests == 0
+  end
+  if h.wait_until(left, 3) then return end
+  error(("left behind after the spec: %d task(s) (%d before), %d task record(s) (%d before), "
+    .. "%d active handle(s) (%d before), %d Redis request(s) in flight"):format(
+    s.tasks, base.tasks, s.live_tasks, base.live_tasks, s.handles, base.handles, s.requests), 0)
+end
+
 return h

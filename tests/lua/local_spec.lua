@@ -1,6 +1,8 @@
 -- local_spec.lua -- tgrun -n: real multi-process runs with a private Redis.
 local h = require "helpers"
 
+after_each(h.check_clean)   -- nothing left behind by any spec
+
 local PLAN = h.src .. "/tests/lua/plans/local.lua"
 
 -- Local runs here start their own redis-server: no REDIS_HOST/PORT.
@@ -68,9 +70,9 @@ describe("tgrun -n", function()
 
   it("stops instances that outlive the deadline and says what each waited for", function()
     local plan = plan_copy()
-    local r = run({ "-n", "3", "-c", "hang_long", "--timeout", "1", plan })
+    local r = run({ "-n", "3", "-c", "hang_long", "--timeout", "1", "--grace", "0.2", plan })
     assert.equal(1, r.code, r.stdout .. r.stderr)
-    assert.is_true(r.secs < 15, "took " .. r.secs)
+    assert.is_true(r.secs < 1 + 0.2 + 3 + 3, "took " .. r.secs)   -- deadline, grace, SIGTERM answered, slack
     assert.matches("deadline %(1 s%) has passed: stopping 3 instance", r.stderr)
     assert.matches("single%[%d%] did not finish: interrupted %(SIGTERM%) while waiting at barrier 'done': 2 of 3 entered", r.stdout)
     assert.equal("", pids_matching(plan))
@@ -172,9 +174,9 @@ describe("tgrun -n --inproc", function()
   end)
 
   it("stops waits that outlive the deadline and says what each waited for", function()
-    local r = run({ "-n", "3", "--inproc", "-c", "hang_long", "--timeout", "1", PLAN })
+    local r = run({ "-n", "3", "--inproc", "-c", "hang_long", "--timeout", "1", "--grace", "0.2", PLAN })
     assert.equal(1, r.code, r.stdout .. r.stderr)
-    assert.is_true(r.secs < 12, "took " .. r.secs)
+    assert.is_true(r.secs < 1 + 0.2 + 3 + 3, "took " .. r.secs)
     assert.matches("did not finish: interrupted %(the run's deadline%) while waiting at barrier 'done': 2 of 3 entered", r.stdout)
   end)
 end)

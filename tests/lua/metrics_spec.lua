@@ -6,6 +6,8 @@ local core = require "tg.core"
 local json = require "tg.json"
 local h = require "helpers"
 
+after_each(h.check_clean)   -- nothing left behind by any spec
+
 -- busted has chdir'd into tests/lua, so a relative outputs path (tgrun's
 -- default outputs/<run>/<group>/<index>) no longer names this instance's
 -- folder.  Resolve it against the directory tgrun started in ($PWD) before
@@ -104,20 +106,32 @@ describe("metrics", function()
   end)
 
   it("counts from concurrent tasks without losing an increment", function()
+    -- 20 tasks each count 10 times and yield between counts, so that their
+    -- calls really interleave (checked below): every running total from 1
+    -- to 200 is seen by exactly one call, and results.out has them in order.
     local name = h.uniq("conc")
+    local by = {}                -- total -> the task that got it
     local tasks = {}
     for i = 1, 20 do
       tasks[i] = tg.spawn(function()
-        tg.sleep(math.random() * 0.02)
-        return metrics.counter(name)
+        for _ = 1, 10 do
+          tg.sleep(math.random() < 0.5 and 0 or math.random() * 0.003)
+          local total = metrics.counter(name)
+          assert(by[total] == nil, "total seen twice: " .. total)
+          by[total] = i
+        end
       end)
     end
-    local seen = {}
-    for i = 1, 20 do seen[tasks[i]:join()] = true end
-    for total = 1, 20 do assert.is_true(seen[total], "no task saw total " .. total) end
+    for i = 1, 20 do tasks[i]:join({ timeout = 10 }) end
+    local switches = 0
+    for total = 1, 200 do
+      assert.is_not_nil(by[total], "no call saw total " .. total)
+      if total > 1 and by[total] ~= by[total - 1] then switches = switches + 1 end
+    end
+    assert.is_true(switches >= 100, "the tasks hardly interleaved: " .. switches .. " switches")
     local got = lines_of(name)
-    assert.equal(20, #got)
-    assert.equal(20, got[#got].measures.count)
+    assert.equal(200, #got)
+    for k, line in ipairs(got) do assert.equal(k, line.measures.count) end
   end)
 
   it("times a tg.sleep with a timer and records the seconds it returns", function()

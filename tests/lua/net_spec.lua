@@ -6,6 +6,8 @@ local net = require "tg.net"
 local core = require "tg.core"
 local h = require "helpers"
 
+after_each(h.check_clean)   -- nothing left behind by any spec
+
 -- A connected pair: the client's end and the server's end.
 local function pair()
   local l = net.listen("127.0.0.1:0")

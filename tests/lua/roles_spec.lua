@@ -7,6 +7,8 @@ local sync = require "tg.sync"
 local core = require "tg.core"
 local h = require "helpers"
 
+after_each(h.check_clean)   -- nothing left behind by any spec
+
 -- Shapes are written for the oracle: C(k) a count, F(p, q) the fraction p/q,
 -- R "rest".  spec_of() turns them into what a plan author writes.
 local function C(k) return { kind = "count", k = k } end

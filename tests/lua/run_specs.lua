@@ -5,6 +5,10 @@
 --   tests/harness/with-redis.sh tgrun tests/lua/run_specs.lua
 --   (params: -p pattern=<lua pattern of spec files> -p filter=<test name pattern>)
 return function(env)
+  -- what is alive before any spec ran: every spec must leave it so
+  -- (helpers.check_clean, run after each spec)
+  collectgarbage()
+  package.loaded["tg.spec_baseline"] = require("tg.core").stats()
   local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
   package.path = here .. "/?.lua;" .. package.path
   local args = { [0] = "busted", "--output=" .. env:string("output", "utfTerminal"),

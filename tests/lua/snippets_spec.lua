@@ -18,6 +18,8 @@ local exchange = require "tg.exchange"
 local broadcast = require "tg.broadcast"
 local h = require "helpers"
 
+after_each(h.check_clean)   -- nothing left behind by any spec
+
 local PLAN = h.src .. "/tests/lua/plans/snippets.lua"
 
 -- Run fn(i) in n tasks at once; returns {{ok, result-or-error}, ...} in i order.

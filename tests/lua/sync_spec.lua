@@ -7,6 +7,8 @@ local redis = require "tg.redis"
 local keys = require "tg.keys"
 local h = require "helpers"
 
+after_each(h.check_clean)   -- nothing left behind by any spec
+
 describe("signal_entry", function()
   it("numbers concurrent entries 1..n in arrival order", function()
     local state = h.uniq("arrive")
@@ -328,9 +330,32 @@ describe("tasks", function()
     assert.matches("must run in a task", err.message)
   end)
 
-  it("releases finished tasks", function()
-    local before = core.stats().tasks
-    for _ = 1, 200 do tg.spawn(function() return 1 end):join() end
-    assert.equal(before, core.stats().tasks)
+  it("releases finished tasks: their records and their memory", function()
+    collectgarbage()
+    collectgarbage()
+    local before = core.stats()
+    local mem0 = collectgarbage("count")
+    -- 2,000 tasks that each hold ~10 KB while they run, joined one by one
+    for _ = 1, 2000 do
+      tg.spawn(function() local t = {} for i = 1, 1000 do t[i] = i end return #t end):join()
+    end
+    collectgarbage()
+    collectgarbage()
+    local after = core.stats()
+    assert.equal(before.tasks, after.tasks)
+    assert.equal(before.live_tasks, after.live_tasks)          -- every task struct freed
+    -- what is left is the GC's slack, not 2,000 coroutines (~20 MB if kept)
+    assert.is_true(collectgarbage("count") - mem0 < 256, ("%.0f KB more than before"):format(collectgarbage("count") - mem0))
+    assert.is_true(after.memory - before.memory < 256 * 1024, ("%d bytes more in the pool"):format(after.memory - before.memory))
+    -- a handle that is kept keeps its results, not its coroutine
+    local kept = {}
+    for i = 1, 100 do kept[i] = tg.spawn(function() return i end) end
+    for i = 1, 100 do assert.equal(i, kept[i]:join()) end
+    collectgarbage()
+    assert.equal(before.live_tasks + 100, core.stats().live_tasks)
+    kept = nil
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before.live_tasks, core.stats().live_tasks)
   end)
 end)
