@@ -660,6 +660,27 @@ describe("barrier liveness", function()
   end)
 end)
 
+describe("the session heartbeat", function()
+  it("reports a failing beat in the instance's log, and its recovery", function()
+    local run = new_run(2)
+    local k = "coordtest:" .. h.uniq("hb")
+    local p = child("bar_wait", { k = k, timeout = 3 }, run.env())
+    wait_for("the waiter entered", function() return call("GET", run.P .. ":states:all") == "1" end, 10)
+    wait_for("its session", function() return call("EXISTS", run.P .. ":tg:sessions") == 1 end, 5)
+    call("DEL", run.P .. ":tg:sessions")
+    call("SET", run.P .. ":tg:sessions", "not a sorted set")   -- every beat now fails: WRONGTYPE
+    wait_for("the warning in its log", function()
+      return (h.read(p.dir .. "/out") or ""):match("warning: the session heartbeat failed[^\n]*WRONGTYPE")
+    end, 5)
+    call("DEL", run.P .. ":tg:sessions")
+    wait_for("the recovery in its log", function()
+      return (h.read(p.dir .. "/out") or ""):match("warning: the session heartbeat works again")
+    end, 5)
+    local r = finish(p, 0, 20)
+    assert.equal(1, select(2, r.stdout:gsub("heartbeat failed", "")), "reported once per run of failures")
+  end)
+end)
+
 describe("barrier liveness, late", function()
   -- A process reads P:tg:dead at start-up, so a waiter that starts after
   -- its peer already failed checks feasibility at once.
