@@ -27,7 +27,8 @@
 #         success_events in the run's run_events stream, as the daemon does;
 #      c. examples/network/splitbrain.lua, 4 instances, --cap-add NET_ADMIN:
 #         tg.network partitions and heals the containers' own network;
-#      d. one container without --cap-add: tg.network says "unsupported".
+#      d. one container without --cap-add: tg.network says "unsupported";
+#      e. examples/k8s/job.yaml's 8 pods emulated (see k8s_case).
 #    Every container must exit 0 and have a success_event in /outputs/run.out.
 # 5. cleanup, also on failure or Ctrl-C: every container and network labelled
 #    tgrun.test=<this run> is removed, then checked gone (docker ps -a /
@@ -116,7 +117,7 @@ for _ in 1 2 3 4 5 6 7 8; do
 done
 [ -n "$subnet" ] || die "could not create an internal docker network: $(tail -n 1 "$work/net.log")" 2
 redis="$id-redis"
-docker run -d --name "$redis" --network "$net" --label "$label" tgrun-test-redis:latest >/dev/null 2>"$work/redis.err" \
+docker run -d --name "$redis" --network "$net" --network-alias tgrun-redis --label "$label" tgrun-test-redis:latest >/dev/null 2>"$work/redis.err" \
   || die "could not start the Redis container: $(grep -v WARNING "$work/redis.err" | tail -n 1)" 2
 redis_cli() { docker exec "$redis" redis-cli "$@"; }
 i=0
@@ -211,6 +212,66 @@ run_case testground-sidecar tgrun-examples:latest 4 true addresses "single:4" ""
 run_case testground-phases tgrun-examples:latest 4 true phases "single:4" "phase_timeout=30" "" --
 run_case splitbrain tgrun:latest 4 false "" "left:2,right:2" "" "$plans --cap-add NET_ADMIN" -- /plan/network/splitbrain.lua
 run_case network-nocap tgrun:latest 1 false nocap "single:1" "" "-v $root/tests/lua/plans:/specplans:ro" -- /specplans/network.lua
+
+# e. examples/k8s/job.yaml's pods, emulated: check.py's offline checks, then
+#    for every completion index a container with that pod's env and shell
+#    script (status.podIP from `hostname -i`), the plan mounted as the
+#    ConfigMap would be, REDIS_HOST=tgrun-redis (the Redis container's alias)
+k8s_case() {
+  local t n i k ok=1 run="k8s-$RANDOM$RANDOM" ids=() code
+  t=$(date +%s.%N)
+  if ! /usr/bin/python3 examples/k8s/check.py >"$work/k8s-check.log" 2>&1; then
+    say "FAIL  k8s-job: examples/k8s/check.py: $(grep FAIL "$work/k8s-check.log" | head -n 3)" >&2
+    failed=$((failed + 1))
+    return
+  fi
+  n=$(/usr/bin/python3 examples/k8s/check.py --pod 0 | sed -n 's/^TEST_INSTANCE_COUNT=//p')
+  for ((i = 0; i < n; i++)); do
+    /usr/bin/python3 examples/k8s/check.py --pod "$i" >"$work/pod$i"
+    sed '/^--$/,$d' "$work/pod$i" | grep -v '=@' | sed "s/^TEST_RUN=.*/TEST_RUN=$run/" >"$work/pod$i.env"
+    { sed -n 's/^\([A-Z_]*\)=@status.podIP$/export \1=$(hostname -i)/p' "$work/pod$i"
+      sed '1,/^--$/d' "$work/pod$i"; } >"$work/pod$i.sh"
+    mkdir -p "$work/out/$run/$i" "$work/temp/$run/$i"
+    chown 10001:10001 "$work/out/$run/$i" "$work/temp/$run/$i"
+    local cid
+    if ! cid=$(docker run -d --label "$label" --network "$net" --name "$id-k8s-$i" \
+        -v "$root/examples/addresses.lua:/plan/addresses.lua:ro" -v "$work/out/$run/$i:/outputs" \
+        -v "$work/temp/$run/$i:/temp" --env-file "$work/pod$i.env" \
+        --entrypoint /bin/sh tgrun:latest -c "$(cat "$work/pod$i.sh")" 2>"$work/run.err"); then
+      say "FAIL  k8s-job: docker run failed: $(tail -n 1 "$work/run.err")" >&2
+      ok=0
+      break
+    fi
+    ids+=("$cid")
+  done
+  local deadline=$(($(date +%s) + per_run))
+  for ((k = 0; k < ${#ids[@]}; k++)); do
+    local left=$((deadline - $(date +%s)))
+    [ $left -gt 0 ] || left=1
+    code=$(timeout "$left" docker wait "${ids[$k]}" 2>/dev/null) || code="timeout"
+    if [ "$code" != 0 ] || ! grep -qs '"success_event"' "$work/out/$run/$k"/*/*/run.out; then
+      ok=0
+      say "FAIL  k8s-job: pod index $k exit $code; last lines:" >&2
+      docker logs --tail 8 "${ids[$k]}" 2>&1 | cut -c1-300 | sed 's/^/      | /' >&2
+    fi
+  done
+  # the groups the indexes were mapped to: 2 seeds and 6 leeches
+  local seeds leeches
+  seeds=$(ls -d "$work/out/$run"/*/seeds/* 2>/dev/null | wc -l)
+  leeches=$(ls -d "$work/out/$run"/*/leeches/* 2>/dev/null | wc -l)
+  if [ $ok = 1 ] && { [ "$seeds" != 2 ] || [ "$leeches" != 6 ]; }; then
+    ok=0
+    say "FAIL  k8s-job: expected outputs of 2 seeds and 6 leeches, got $seeds and $leeches" >&2
+  fi
+  [ ${#ids[@]} -gt 0 ] && docker rm -f "${ids[@]}" >/dev/null 2>&1
+  if [ $ok = 1 ]; then
+    passed=$((passed + 1))
+    printf 'ok    %6ss  %s\n' "$(secs "$t")" "k8s-job ($n containers as examples/k8s/job.yaml's pods, after check.py's $(sed -n 's/^check.py: \([0-9]*\) passed.*/\1/p' "$work/k8s-check.log") offline checks)"
+  else
+    failed=$((failed + 1))
+  fi
+}
+k8s_case
 
 say "total $(secs "$t_start") s"
 say "$passed passed, $failed failed"
