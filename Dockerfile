@@ -8,8 +8,10 @@
 # the container, and options.  Plans are mounted (read-only), not baked in:
 # changing a plan needs no rebuild.  examples/testground/Dockerfile is this
 # file plus a stage that bakes in the Testground plan; its build and runtime
-# stages must stay identical to these (tests/docker.sh checks), so both
-# images share every layer.
+# stages must stay identical to these (tests/docker.sh checks).  The two
+# images share the package layers and, the build being reproducible, the
+# runtime stage; tgrun is compiled once for each (the legacy builder keys a
+# COPY by its path in the context, and the paths differ).
 #
 # tg.network needs `--cap-add NET_ADMIN` (nothing more): tc and iptables
 # carry that capability as file capabilities, so the non-root user can shape
