@@ -513,7 +513,6 @@ local function mask_base64(mask)       -- 4 bytes -> 8 characters, as Go encodes
   out[#out + 1] = "=="
   return table.concat(out)
 end
-network._mask_base64 = mask_base64
 
 local function link_shape(s)
   s = s or {}
