@@ -57,6 +57,14 @@ function M.main(case_fn)
   local events = require "tg.events"
   local sync = require "tg.sync"
   local log = require "tg.log"
+  -- env.ip: with a real data network (TEST_SUBNET not loopback: Testground,
+  -- containers, namespaces) the address of this instance's interface inside
+  -- it, as sdk-go's GetDataNetworkIP finds it; TG_INSTANCE_IP still wins.
+  local ip_problem
+  if not os.getenv("TG_INSTANCE_IP") and type(cfg.subnet) == "string" and not cfg.subnet:match("^127%.") then
+    local addr, why = require("tg.network").data_address()
+    if addr then cfg.ip = addr else ip_problem = why end
+  end
   local env = require("tg.env").new(cfg)
   local session = require "tg.session"
 
@@ -77,6 +85,8 @@ function M.main(case_fn)
     group = cfg.group_id, group_instances = cfg.group_instance_count,
     start_time = cfg.start_time,
   } } })
+
+  if ip_problem then log.warn("env.ip stays %s: %s", cfg.ip, ip_problem) end
 
   local heartbeat
   local ok, err = xpcall(function()

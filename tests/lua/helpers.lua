@@ -49,10 +49,13 @@ end
 h.shq = shq
 
 -- Run tgrun with args (a list) and env (a table of variables); waits for it.
+-- opts.cwd: where; opts.prefix: words before it (e.g. {"ip", "netns", "exec", NS}).
 -- Returns {code =, stdout =, stderr =, secs =}.
 function h.run(args, env, opts)
   local dir = h.tmpdir()
-  local cmd = { "cd", shq(opts and opts.cwd or dir), "&&", "env" }
+  local cmd = { "cd", shq(opts and opts.cwd or dir), "&&" }
+  for _, w in ipairs(opts and opts.prefix or {}) do cmd[#cmd + 1] = shq(w) end
+  cmd[#cmd + 1] = "env"
   for k, v in pairs(env or {}) do cmd[#cmd + 1] = shq(k .. "=" .. v) end
   cmd[#cmd + 1] = shq(h.tgrun)
   for _, a in ipairs(args) do cmd[#cmd + 1] = shq(a) end
@@ -67,7 +70,9 @@ end
 -- Start tgrun in the background; returns a handle with :wait(timeout) and :pid().
 function h.spawn(args, env, opts)
   local dir = h.tmpdir()
-  local cmd = { "cd", shq(opts and opts.cwd or dir), "&&", "env" }
+  local cmd = { "cd", shq(opts and opts.cwd or dir), "&&" }
+  for _, w in ipairs(opts and opts.prefix or {}) do cmd[#cmd + 1] = shq(w) end
+  cmd[#cmd + 1] = "env"
   for k, v in pairs(env or {}) do cmd[#cmd + 1] = shq(k .. "=" .. v) end
   cmd[#cmd + 1] = shq(h.tgrun)
   for _, a in ipairs(args) do cmd[#cmd + 1] = shq(a) end
