@@ -1,7 +1,7 @@
 -- feasible.lua -- how far can a barrier still get, now that peers died?
 --
 -- KEYS[1]  state counter  P:states:<state>
--- KEYS[2]  membership     P:tg:members:<state> (bit <sid> set: that instance entered)
+-- KEYS[2]  membership     P:tg:members:<state> (u32 #<sid> != 0: that instance entered)
 -- KEYS[3]  dead instances P:tg:dead (set of sids)
 -- Reply:   {count, number of dead instances, how many of them had entered,
 --           "sid, sid, ..." of the dead}
@@ -11,8 +11,18 @@
 local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 local dead = redis.call('SMEMBERS', KEYS[3])
 local entered = 0
-table.sort(dead, function(a, b) return tonumber(a) < tonumber(b) end)
+table.sort(dead, function(a, b) return (tonumber(a) or 0) < (tonumber(b) or 0) end)
+local get = {}
 for _, sid in ipairs(dead) do
-  entered = entered + redis.call('GETBIT', KEYS[2], sid)
+  if tonumber(sid) then
+    get[#get + 1] = 'GET'
+    get[#get + 1] = 'u32'
+    get[#get + 1] = '#' .. sid
+  end
 end
-return { n, #dead, entered, table.concat(dead, ", ") }
+if #get > 0 then
+  for _, seq in ipairs(redis.call('BITFIELD', KEYS[2], unpack(get))) do
+    if seq ~= 0 then entered = entered + 1 end
+  end
+end
+return { n, #dead, entered, table.concat(dead, ', ') }

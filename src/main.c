@@ -9,11 +9,13 @@
  * fix it.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tg_local.h"
 #include "tg_params.h"
@@ -35,6 +37,9 @@ static void usage(FILE *f) {
 "      --grace SECONDS    local run: how long instances get after the deadline\n"
 "                         before they are stopped (default 5)\n"
 "      --run-id ID        run id (default: TEST_RUN, else a fresh one)\n"
+"      --join             take part in a run whose id another launch already used\n"
+"      --redis-retry SECONDS  how long to try to get a dropped Redis connection\n"
+"                         back before every wait fails (default 5; 0: never)\n"
 "      --outputs DIR      where run.out and results.out go\n"
 "      --inproc           with -n: all instances in one process\n"
 "  -q, --quiet            local run: no live progress line\n"
@@ -53,6 +58,8 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"outputs", required_argument, 0, 'O'},
         {"inproc", no_argument, 0, 'P'},
         {"grace", required_argument, 0, 'G'},
+        {"redis-retry", required_argument, 0, 'Y'},
+        {"join", no_argument, 0, 'J'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
@@ -64,6 +71,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
     int c;
     o->timeout = 600;
     o->grace = 5;
+    o->redis_retry = 5;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "n:c:p:g:qh", longs, NULL)) != -1) {
         switch (c) {
@@ -96,6 +104,12 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
                 return tg_usage_error("--grace needs a number of seconds from 0 to 3600, got \"%s\"", optarg);
             o->grace = d;
             break;
+        case 'Y':
+            if (tg_parse_number(optarg, &d) < 0 || d < 0 || d > 3600)
+                return tg_usage_error("--redis-retry needs a number of seconds from 0 to 3600, got \"%s\"", optarg);
+            o->redis_retry = d;
+            break;
+        case 'J': o->join = 1; break;
         case 'I': o->run_id = optarg; break;
         case 'O': o->outputs = optarg; break;
         case 'P': o->inproc = 1; break;
@@ -119,8 +133,19 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
     return 0;
 }
 
+/* tgrun --_guard PROGRAM ARGS...: become PROGRAM, but die (SIGTERM) with
+ * the process that started us: how the local runner starts its private
+ * redis-server, so that a runner that is SIGKILLed leaves nothing behind. */
+static int guard(int argc, char **argv) {
+    if (argc < 3) return tg_usage_error("--_guard needs a program");
+    tg_die_with_parent(getppid());
+    execvp(argv[2], argv + 2);
+    return tg_usage_error("cannot run %s: %s", argv[2], strerror(errno));
+}
+
 int main(int argc, char **argv) {
     tg_opts_t o = {0};
+    if (argc > 1 && strcmp(argv[1], "--_guard") == 0) return guard(argc, argv);
     /* A peer or child that goes away must give an error, not kill tgrun. */
     signal(SIGPIPE, SIG_IGN);
     int rc = parse_opts(argc, argv, &o);

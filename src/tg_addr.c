@@ -345,3 +345,35 @@ const char *tg_redis_addr_str(const tg_redis_addr_t *a, char *buf,
     else snprintf(buf, len, "%s:%d", a->host, a->port);
     return buf;
 }
+
+const char *tg_redis_addr_url(const tg_redis_addr_t *a, char *buf, size_t len) {
+    if (!buf || !len) return buf;
+    if (a->is_unix) {
+        if (a->db) snprintf(buf, len, "unix://%s?db=%d", a->path, a->db);
+        else snprintf(buf, len, "unix://%s", a->path);
+    } else if (strchr(a->host, ':')) {
+        snprintf(buf, len, "redis://[%s]:%d/%d", a->host, a->port, a->db);
+    } else {
+        snprintf(buf, len, "redis://%s:%d/%d", a->host, a->port, a->db);
+    }
+    return buf;
+}
+
+int tg_redis_addr_credentials(tg_redis_addr_t *a, const char *user, const char *password, char *err,
+                              size_t errlen) {
+    if (password && *password && !a->password[0]) {
+        if (strlen(password) >= sizeof a->password) {
+            tg_text_seterr(err, errlen, "REDIS_PASSWORD is longer than %zu bytes", sizeof a->password - 1);
+            return -1;
+        }
+        snprintf(a->password, sizeof a->password, "%s", password);
+    }
+    if (user && *user && !a->user[0]) {
+        if (strlen(user) >= sizeof a->user) {
+            tg_text_seterr(err, errlen, "REDIS_USERNAME is longer than %zu bytes", sizeof a->user - 1);
+            return -1;
+        }
+        snprintf(a->user, sizeof a->user, "%s", user);
+    }
+    return 0;
+}

@@ -31,4 +31,15 @@ int tg_redis_addr_from_env(const char *host, const char *port,
 const char *tg_redis_addr_str(const tg_redis_addr_t *a, char *buf,
                               size_t len);
 
+/* A URL for a that tg_redis_addr_parse takes back, without the user name
+ * and password (they travel apart: REDIS_USERNAME, REDIS_PASSWORD).
+ * Writes at most len bytes (NUL-terminated) and returns buf. */
+const char *tg_redis_addr_url(const tg_redis_addr_t *a, char *buf, size_t len);
+
+/* Fill in the user name and password from REDIS_USERNAME / REDIS_PASSWORD
+ * values (NULL or "": none) where a has none.  0, or -1 when one is too
+ * long (err says which; the password is never shown). */
+int tg_redis_addr_credentials(tg_redis_addr_t *a, const char *user, const char *password, char *err,
+                              size_t errlen);
+
 #endif

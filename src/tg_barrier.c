@@ -21,6 +21,9 @@
 #include "tg_scripts.h"
 
 #define SAFETY_MS 1000
+#define ENTER_ARGC 11           /* enter.lua: 5 keys, 6 arguments */
+#define ENTER_REGISTER 9        /* ARGV[5]: register the target */
+#define ENTER_RESEND 10         /* ARGV[6]: a resend */
 
 /* A task waiting at a barrier; lives exactly as long as that wait. */
 typedef struct bwaiter {
@@ -38,6 +41,8 @@ typedef struct blist {
     long long count;
     long long instances;        /* the run's instance count, for peer_failed */
     int checking;               /* a feasibility check is in flight */
+    long long reg[4];           /* targets this process registered */
+    int nreg;
     bwaiter_t *head;
     size_t klen, noff;          /* the state key; its name starts at noff */
     char key[];
@@ -96,6 +101,9 @@ static void fail_waiter(tg_task_t *t, int why, const char *label, long long coun
                      count, target);
     else if (why == TG_ABORT_CANCEL)
         tg_wait_fail(t, "cancelled", "%s: cancelled; %lld of %lld had entered", label, count, target);
+    else if (why == TG_ABORT_DEAD)
+        tg_wait_fail(t, "dead", "%s: this instance was declared dead by the run (%s); %lld of %lld had entered",
+                     label, t->ctx.inst->dead_why ? t->ctx.inst->dead_why : "?", count, target);
 }
 
 /* ---- the last step of a wait that timed out: one GET --------------------- */
@@ -222,9 +230,15 @@ static void on_entered(tg_redis_t *r, const redisReply *rep, void *data, uint64_
 /* Register a waiter for state (keys[0] is its key) and run the script.
  * The waiter is registered before the script is sent, so a notification
  * that overtakes the reply is not lost. */
+/* Register a waiter for the state (argv[0] is its key) and run the script
+ * (enter.lua, or await.lua when it only waits).  The waiter is registered
+ * before the script is sent, so a notification that overtakes the reply is
+ * not lost.  enter.lua's ARGV[5] ("register") is set here: the first waiter
+ * of this process for a target registers it, so that any entry that
+ * reaches it -- whatever its own target -- pushes the release. */
 static int wait_for(lua_State *L, tg_barriers_t *b, int script, lua_Integer target, double timeout,
                     lua_Integer instances, const char *label, int nkeys, int argc,
-                    const char **argv, const size_t *lens) {
+                    const char **argv, size_t *lens) {
     if (tg_redis_down(b->r)) return tg_err_raise(L, "closed", "%s: %s", label, tg_redis_down(b->r));
     tg_task_t *t = tg_wait_begin(L, timeout, label);     /* may raise: nothing allocated yet */
     blist_t *l = list_of(b, argv[0], lens[0]);
@@ -243,31 +257,53 @@ static int wait_for(lua_State *L, tg_barriers_t *b, int script, lua_Integer targ
     if (l->head) l->head->prev = w;
     l->head = w;
     tg_wait_on_abort(t, bw_abort, w);
-    if (tg_redis_eval(b->r, script, on_entered, tg_task_ref(t), t->token, nkeys, argc, argv, lens) < 0) {
+    int mark = -1;
+    if (script == TG_SCRIPT_ENTER) {
+        int known = 0;
+        for (int i = 0; i < l->nreg; i++) known |= l->reg[i] == target;
+        if (!known) {
+            argv[ENTER_REGISTER] = "1";
+            lens[ENTER_REGISTER] = 1;
+            if (l->nreg < (int)(sizeof l->reg / sizeof l->reg[0])) l->reg[l->nreg++] = target;
+        }
+        mark = ENTER_RESEND;
+    }
+    if (tg_redis_eval_marked(b->r, script, on_entered, tg_task_ref(t), t->token, nkeys, argc, argv, lens,
+                             mark) < 0) {
         tg_task_unref(t);
         tg_wait_abort(t, TG_ABORT_CLOSED);
     }
     return tg_wait_yield(L);
 }
 
-/* The keys of state name (the caller's buffers): state, waits, notify, members. */
-typedef struct skeys {
-    char state[1024], waits[1024], members[1024];
-} skeys_t;
+/* enter.lua's arguments: KEYS state, waits, notify, members, ops; ARGV
+ * target, ttl, sid, op id, register, resend (see its header). */
+typedef struct enter_args {
+    char state[1024], waits[1024], members[1024], ops[1024], target[32];
+    const char *argv[ENTER_ARGC];
+    size_t lens[ENTER_ARGC];
+} enter_args_t;
 
-static void state_keys(tg_barriers_t *b, skeys_t *k, const char *name, size_t nlen,
-                       const char **argv, size_t *lens, int with_notify) {
-    lens[0] = tg_key(k->state, sizeof k->state, b->P, b->plen, TG_KEY_STATE, name, nlen);
-    lens[1] = tg_key(k->waits, sizeof k->waits, b->P, b->plen, TG_KEY_WAITS, name, nlen);
-    argv[0] = k->state;
-    argv[1] = k->waits;
-    int i = 2;
-    if (with_notify) {
-        argv[i] = b->notify;
-        lens[i++] = b->notify_len;
-    }
-    lens[i] = tg_key(k->members, sizeof k->members, b->P, b->plen, TG_KEY_MEMBERS, name, nlen);
-    argv[i] = k->members;
+static void enter_args(tg_barriers_t *b, enter_args_t *e, const char *name, size_t nlen, const char *target,
+                       const char *sid, size_t sidlen, const char *op, size_t oplen) {
+    const char **argv = e->argv;
+    size_t *lens = e->lens;
+    lens[0] = tg_key(e->state, sizeof e->state, b->P, b->plen, TG_KEY_STATE, name, nlen);
+    lens[1] = tg_key(e->waits, sizeof e->waits, b->P, b->plen, TG_KEY_WAITS, name, nlen);
+    lens[2] = b->notify_len;
+    lens[3] = tg_key(e->members, sizeof e->members, b->P, b->plen, TG_KEY_MEMBERS, name, nlen);
+    lens[4] = tg_key(e->ops, sizeof e->ops, b->P, b->plen, TG_KEY_OPS, name, nlen);
+    argv[0] = e->state;
+    argv[1] = e->waits;
+    argv[2] = b->notify;
+    argv[3] = e->members;
+    argv[4] = e->ops;
+    argv[5] = target; lens[5] = strlen(target);
+    argv[6] = b->rt->ttl; lens[6] = strlen(b->rt->ttl);
+    argv[7] = sid; lens[7] = sidlen;
+    argv[8] = op; lens[8] = oplen;
+    argv[ENTER_REGISTER] = ""; lens[ENTER_REGISTER] = 0;
+    argv[ENTER_RESEND] = ""; lens[ENTER_RESEND] = 0;
 }
 
 static const char *state_arg(lua_State *L, int idx, size_t *len) {
@@ -286,16 +322,9 @@ static int l_signal(lua_State *L) {
     char label[160];
     snprintf(label, sizeof label, "signal_entry('%.*s')", (int)(nlen > 120 ? 120 : nlen), name);
     tg_barriers_t *b = of(L, label);
-    tg_rt_t *rt = tg_ctx(L)->inst->rt;
-    skeys_t k;
-    const char *argv[8];
-    size_t lens[8];
-    state_keys(b, &k, name, nlen, argv, lens, 1);
-    argv[4] = ""; lens[4] = 0;
-    argv[5] = rt->ttl; lens[5] = strlen(rt->ttl);
-    argv[6] = member; lens[6] = mlen;
-    argv[7] = op; lens[7] = olen;
-    return tg_call_yield(L, -1, label, TG_SCRIPT_ENTER, 4, 8, argv, lens);
+    enter_args_t e;
+    enter_args(b, &e, name, nlen, "", member, mlen, op, olen);
+    return tg_call_yield_marked(L, -1, label, TG_SCRIPT_ENTER, 5, ENTER_ARGC, e.argv, e.lens, ENTER_RESEND);
 }
 
 /* barrier.wait(state, target, timeout, instances).  Yields until target
@@ -307,17 +336,15 @@ static int l_wait(lua_State *L) {
     lua_Integer target = luaL_checkinteger(L, 2);
     double timeout = luaL_checknumber(L, 3);
     lua_Integer instances = luaL_checkinteger(L, 4);
-    char label[160], tbuf[32];
+    char label[160];
     snprintf(label, sizeof label, "barrier '%.*s'", (int)(nlen > 120 ? 120 : nlen), name);
     tg_barriers_t *b = of(L, label);
-    skeys_t k;
-    const char *argv[5];
-    size_t lens[5];
-    state_keys(b, &k, name, nlen, argv, lens, 0);
-    lens[3] = (size_t)snprintf(tbuf, sizeof tbuf, "%lld", (long long)target);
-    argv[3] = tbuf;
-    argv[4] = tg_ctx(L)->inst->rt->ttl;
-    lens[4] = strlen(argv[4]);
+    enter_args_t e;
+    snprintf(e.target, sizeof e.target, "%lld", (long long)target);
+    enter_args(b, &e, name, nlen, e.target, "", 0, "", 0);
+    /* await.lua: KEYS state, waits, members; ARGV target, ttl */
+    const char *argv[5] = {e.argv[0], e.argv[1], e.argv[3], e.argv[5], e.argv[6]};
+    size_t lens[5] = {e.lens[0], e.lens[1], e.lens[3], e.lens[5], e.lens[6]};
     return wait_for(L, b, TG_SCRIPT_AWAIT, target, timeout, instances, label, 3, 5, argv, lens);
 }
 
@@ -331,19 +358,13 @@ static int l_signal_and_wait(lua_State *L) {
     lua_Integer instances = luaL_checkinteger(L, 4);
     const char *member = luaL_checklstring(L, 5, &mlen);
     const char *op = luaL_checklstring(L, 6, &olen);
-    char label[160], tbuf[32];
+    char label[160];
     snprintf(label, sizeof label, "barrier '%.*s'", (int)(nlen > 120 ? 120 : nlen), name);
     tg_barriers_t *b = of(L, label);
-    skeys_t k;
-    const char *argv[8];
-    size_t lens[8];
-    state_keys(b, &k, name, nlen, argv, lens, 1);
-    lens[4] = (size_t)snprintf(tbuf, sizeof tbuf, "%lld", (long long)target);
-    argv[4] = tbuf;
-    argv[5] = tg_ctx(L)->inst->rt->ttl; lens[5] = strlen(argv[5]);
-    argv[6] = member; lens[6] = mlen;
-    argv[7] = op; lens[7] = olen;
-    return wait_for(L, b, TG_SCRIPT_ENTER, target, timeout, instances, label, 4, 8, argv, lens);
+    enter_args_t e;
+    snprintf(e.target, sizeof e.target, "%lld", (long long)target);
+    enter_args(b, &e, name, nlen, e.target, member, mlen, op, olen);
+    return wait_for(L, b, TG_SCRIPT_ENTER, target, timeout, instances, label, 5, ENTER_ARGC, e.argv, e.lens);
 }
 
 /* barrier.stats() -> {notifies=, safety_checks=, waiting=} */
@@ -521,6 +542,14 @@ static void on_notify(void *data, const char *id, const redisReply *fields) {
 
 static const tg_stream_ops_t notify_ops = {on_notify, NULL, NULL};
 
+static void on_safety(uv_timer_t *h);
+
+/* After a reconnect: counts may have moved while nothing was read. */
+static void on_restored(void *data) {
+    tg_barriers_t *b = data;
+    on_safety(&b->safety);
+}
+
 /* Every waiter fails with "closed": their completions are not requests. */
 static void on_lost(void *data, const char *why) {
     tg_barriers_t *b = data;
@@ -575,7 +604,7 @@ int tg_barrier_attach(tg_rt_t *rt) {
     if (!(b->P = malloc(plen + 1))
         || !(b->notify = tg_key_new(P, plen, TG_KEY_NOTIFY, NULL, 0, &b->notify_len))
         || !(b->dead = tg_key_new(P, plen, TG_KEY_DEAD, NULL, 0, &b->dead_len))
-        || tg_redis_on_lost(b->r, on_lost, b) < 0) {
+        || tg_redis_listen(b->r, on_lost, on_restored, b) < 0) {
         free(b->P);
         free(b->notify);
         free(b->dead);

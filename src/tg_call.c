@@ -36,10 +36,15 @@ static void on_reply(tg_redis_t *r, const redisReply *rep, void *data, uint64_t 
 
 int tg_call_yield(lua_State *L, double timeout, const char *what, int script, int nkeys,
                   int argc, const char **argv, const size_t *lens) {
+    return tg_call_yield_marked(L, timeout, what, script, nkeys, argc, argv, lens, -1);
+}
+
+int tg_call_yield_marked(lua_State *L, double timeout, const char *what, int script, int nkeys,
+                         int argc, const char **argv, const size_t *lens, int mark) {
     tg_redis_t *r = tg_call_redis(L, what);
     tg_task_t *t = tg_wait_begin(L, timeout, what);
     tg_task_ref(t);
-    int rc = script >= 0 ? tg_redis_eval(r, script, on_reply, t, t->token, nkeys, argc, argv, lens)
+    int rc = script >= 0 ? tg_redis_eval_marked(r, script, on_reply, t, t->token, nkeys, argc, argv, lens, mark)
                          : tg_redis_cmd(r, on_reply, t, t->token, argc, argv, lens);
     if (rc < 0) {
         tg_task_unref(t);

@@ -25,6 +25,10 @@ tg_redis_t *tg_call_redis(lua_State *L, const char *what);
  * `return tg_call_yield(L, ...)`. */
 int tg_call_yield(lua_State *L, double timeout, const char *what, int script, int nkeys,
                   int argc, const char **argv, const size_t *lens);
+/* The same for a script whose argv[mark] is set to "1" on a resend after a
+ * dropped connection (tg_redis_eval_marked). */
+int tg_call_yield_marked(lua_State *L, double timeout, const char *what, int script, int nkeys,
+                         int argc, const char **argv, const size_t *lens, int mark);
 
 int luaopen_tg_redis(lua_State *L);
 

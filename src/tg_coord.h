@@ -14,8 +14,10 @@
  * Races are settled on the server: a waiter that gives up (timeout, cancel)
  * withdraws its ticket; a hand-over that reaches a ticket nobody waits for
  * any more is rejected, which gives the resource back (releases the lock,
- * returns the value to the head of the queue).  So nothing is held by a
- * waiter that left, and no value is lost.
+ * returns the value to the head of the queue).  A queue value is
+ * acknowledged before its consumer gets it, and a consumer that dies first
+ * gives it back with its session.  So nothing is held by a waiter that
+ * left, and every value is popped exactly once.
  *
  * Ownership: the unit's state (rt->tickets) is made by tg_coord_attach and
  * freed by tg_coord_detach; tickets are malloc'd, indexed by id, and live
@@ -38,11 +40,15 @@ typedef struct tg_coord_args {
     const char *inbox;          /* "" when the call cannot queue */
     const char *sid;            /* the caller's session id (global_seq), or a list for beat */
     long long n, lease_ms, cap;
+    const char *opid;           /* add, push: an id unique in the run, or NULL */
 } tg_coord_args_t;
+
+#define TG_COORD_ARGC 14
 
 /* The argument vector for coord.lua: resource key res, then the ARGV of
  * the script header, with P and ttl as the run's.  nums is scratch space
- * the vector points into.  Returns argc (12). */
+ * the vector points into.  Returns argc (TG_COORD_ARGC); the last
+ * argument is the resend flag, for tg_redis_eval_marked. */
 int tg_coord_argv(const tg_coord_args_t *a, const char *res, size_t rlen, const char *P, size_t plen,
                   const char *ttl, const char **argv, size_t *lens, char nums[3][24]);
 

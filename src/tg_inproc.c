@@ -65,15 +65,9 @@ int tg_inproc_run(tg_local_t *r) {
     if (r->tty) setvbuf(stdout, NULL, _IOLBF, 0);
     int status = 2;
 
-    tg_redis_addr_t addr;
-    if (r->redis_url[0]) {
-        if (tg_redis_addr_parse(r->redis_url, &addr, err, sizeof err) < 0) {
-            status = tg_usage_error("%s", err);
-            goto out;
-        }
-    } else if (tg_run_redis_target(r->o, &addr) == 2) goto out;
-    if (tg_run_connect(&rt, &r->run, &addr, err, sizeof err) < 0) {
-        status = tg_usage_error("%s", err);
+    int crc = tg_run_connect(&rt, &r->run, &r->addr, err, sizeof err);
+    if (crc < 0) {
+        status = tg_run_connect_error(crc, err);
         goto out;
     }
 

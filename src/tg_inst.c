@@ -89,7 +89,16 @@ static int l_exe_path(lua_State *L) {
     return 1;
 }
 
+/* tg.core.declared_dead() -> nil | why: did the run declare this instance dead? */
+static int l_declared_dead(lua_State *L) {
+    tg_inst_t *inst = tg_ctx(L)->inst;
+    if (inst->dead_why) lua_pushstring(L, inst->dead_why);
+    else lua_pushnil(L);
+    return 1;
+}
+
 static const luaL_Reg inst_funcs[] = {
+    {"declared_dead", l_declared_dead},
     {"time_ns", l_time_ns},
     {"config", l_config},
     {"stats", l_stats},
@@ -128,7 +137,7 @@ static int push_key(lua_State *L, int kind, const char *name, size_t nlen) {
 }
 
 /* keys.<kind>(name) -> key: state, topic, waits, members, inbox, sem,
- * mutex, election, queue, counter, tg */
+ * mutex, election, queue, counter, ops, op, tg */
 static int l_key(lua_State *L) {
     size_t nlen;
     const char *name = luaL_checklstring(L, 1, &nlen);
@@ -136,7 +145,7 @@ static int l_key(lua_State *L) {
 }
 
 /* keys.prefix, keys.notify, keys.run_events, keys.dead, keys.sessions,
- * keys.ttl: fields, known once the run is */
+ * keys.run, keys.ttl: fields, known once the run is */
 static int l_keys_index(lua_State *L) {
     const char *k = luaL_checkstring(L, 2);
     if (strcmp(k, "prefix") == 0) {
@@ -159,10 +168,7 @@ static int open_keys(lua_State *L) {
         if (!tg_key_named(kind)) continue;
         lua_pushinteger(L, kind);
         lua_pushcclosure(L, l_key, 1);
-        static const char *const names[] = {"state", "topic", "waits", "members", "inbox", "sem",
-                                            "mutex", "election", "queue", "counter", "tg", NULL};
-        for (int i = 0; names[i]; i++)
-            if (tg_key_kind_of(names[i]) == kind) lua_setfield(L, -2, names[i]);
+        lua_setfield(L, -2, tg_key_lua_name(kind));
     }
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, l_keys_index);
@@ -312,5 +318,6 @@ void tg_inst_free(tg_inst_t *inst) {
     while (*p && *p != inst) p = &(*p)->next;
     if (*p) *p = inst->next;
     free(inst->error);
+    free(inst->dead_why);
     free(inst);
 }

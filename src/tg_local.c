@@ -127,23 +127,33 @@ int tg_local_run(const tg_opts_t *o) {
         goto out_loop;
     }
 
-    tg_redis_addr_t addr;
-    int rc = tg_run_redis_target(o, &addr);
+    int rc = tg_run_redis_target(o, &r->addr);
     if (rc == 2) goto out_loop;
     if (rc == 1) {
-        if (tg_redisd_start(&r->redisd, &r->loop, r->tmpdir, r->n * 3 + 1000) != 0) goto out_loop;
-        snprintf(r->redis_url, sizeof r->redis_url, "%s", r->redisd.url);
-    } else if (o->redis_url) {
-        snprintf(r->redis_url, sizeof r->redis_url, "%s", o->redis_url);
+        if (tg_redisd_start(&r->redisd, &r->loop, r->tmpdir, r->n * 4 + 1000, r->exe) != 0) goto out_loop;
+        char err[256];
+        if (tg_redis_addr_parse(r->redisd.url, &r->addr, err, sizeof err) < 0) {
+            status = tg_usage_error("%s", err);
+            goto out_loop;
+        }
     }
+    /* the instances get the address without its credentials (a command
+     * line is visible to every user of the machine): those go by
+     * environment (tg_super.c) */
+    tg_redis_addr_url(&r->addr, r->redis_url, sizeof r->redis_url);
 
     r->tty = !o->quiet && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
     r->kids = calloc((size_t)r->n, sizeof *r->kids);
     if (!r->kids) { status = tg_usage_error("out of memory"); goto out_loop; }
-    char start[48];
+    char start[48], rnd[16];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     tg_rfc3339_format((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, start, sizeof start);
+    /* this launch of the run: the instances mark the run's keys with it,
+     * so that another launch with the same run id is noticed */
+    tg_rt_random_id(rnd, sizeof rnd);
+    snprintf(r->launch, sizeof r->launch, "launched %s (%s)", start, rnd);
+    setenv("TG_LAUNCH", r->launch, 1);
     r->t0 = tg_local_now();
     status = o->inproc ? tg_inproc_run(r) : tg_super_run(r, pstr, start);
 out_loop:

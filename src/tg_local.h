@@ -67,6 +67,8 @@ typedef struct tg_local {
     double t0;
     lua_State *L;               /* only for decoding event lines */
     tg_rt_t *rt;                /* --inproc: the runtime all instances share */
+    tg_redis_addr_t addr;       /* the run's Redis, with its credentials */
+    char launch[96];            /* this launch's id (TG_LAUNCH) */
     char outputs[4096], tmpdir[4096], redis_url[4300];
     char exe[4096];
     int progress_shown;

@@ -16,10 +16,20 @@
  *    that a user watches (tg_streams.c); each stream has the handler its
  *    owner registered.  Watching a new stream unblocks the pending read with
  *    CLIENT UNBLOCK (on cmd); nothing reconnects.
- *  - Loss.  When either connection drops, the listeners registered with
- *    tg_redis_on_lost() hear it first (so that waits which are not requests
- *    can end), then every pending request's callback runs with NULL, and
- *    later requests fail at once.
+ *  - Drops.  When a connection drops, both are made again (with backoff,
+ *    for at most the retry bound: tg_redis_set_retry, default 5 s); the
+ *    requests that were in flight are sent again -- a script request may
+ *    name an argument (tg_redis_eval_marked) that is set to "1" on such a
+ *    resend, so that the script answers as it did the first time instead of
+ *    doing it twice -- and requests made meanwhile wait for the connection.
+ *    Before anything is resent, the probe the run set-up registered
+ *    (tg_redis_set_probe) checks that the store still holds the run (a
+ *    restart without persistence loses it).  Streams are read again from
+ *    where they were.  Listeners hear "restored".
+ *  - Loss.  When the connection cannot be had back (or the probe fails),
+ *    the listeners hear it first (so that waits which are not requests can
+ *    end), then every pending request's callback runs with NULL, and later
+ *    requests fail at once.
  *
  * Status convention (all of src/): 0 or a positive count for success, a
  * negative number for failure -- a libuv code where libuv said it, else -1;
@@ -59,31 +69,54 @@ void tg_redis_close(tg_redis_t *r);
  * (start-up steps of the users).  0, or -1 with one sentence in err. */
 int tg_redis_settle(tg_redis_t *r, double timeout, char *err, size_t errlen);
 
-/* Send a command.  0, or -1 when the connection is down or memory ran out
- * (cb is then never called). */
+/* Send a command (or queue it while reconnecting).  0, or -1 when the
+ * connection is lost for good or memory ran out (cb is then never called).
+ * A plain command is resent as it is after a drop: at least once. */
 int tg_redis_cmd(tg_redis_t *r, tg_redis_cb cb, void *data, uint64_t tag,
                  int argc, const char **argv, const size_t *lens);
 /* Run compiled-in script `script` (TG_SCRIPT_*) with nkeys keys followed by
  * the other arguments in argv (argc in all).  As tg_redis_cmd. */
 int tg_redis_eval(tg_redis_t *r, int script, tg_redis_cb cb, void *data, uint64_t tag,
                   int nkeys, int argc, const char **argv, const size_t *lens);
+/* The same; argv[mark] (which the caller passes as "" or "0") becomes "1"
+ * when the request is resent after a drop that it may have outlived. */
+int tg_redis_eval_marked(tg_redis_t *r, int script, tg_redis_cb cb, void *data, uint64_t tag,
+                         int nkeys, int argc, const char **argv, const size_t *lens, int mark);
+
+/* How long to try to get a dropped connection back (0: never). */
+void tg_redis_set_retry(tg_redis_t *r, double secs);
+/* The command sent (and check(data, reply, why, whylen) asked: 0 fine, -1
+ * not, with why) after every reconnect, before anything is resent.  0 or
+ * -1 (ENOMEM). */
+int tg_redis_set_probe(tg_redis_t *r, int argc, const char **argv, const size_t *lens,
+                       int (*check)(void *data, const redisReply *rep, char *why, size_t whylen),
+                       void *data);
 /* Push queued requests to the socket now (a long turn of the loop). */
 void tg_redis_flush(tg_redis_t *r);
 
-/* NULL while connected, else why not ("lost the connection to Redis at
- * host:port (...)"). */
+/* NULL while connected or reconnecting, else why not ("lost the
+ * connection to Redis at host:port (...)"). */
 const char *tg_redis_down(const tg_redis_t *r);
+/* 1 while a dropped connection is being made again. */
+int tg_redis_reconnecting(const tg_redis_t *r);
+/* The address it connects to (with the credentials), and a script's SHA-1. */
+const tg_redis_addr_t *tg_redis_address(const tg_redis_t *r);
+const char *tg_redis_script_sha(const tg_redis_t *r, int script);
 /* "host:port" or "unix:/path", for messages. */
 const char *tg_redis_addr(const tg_redis_t *r);
 /* Requests whose callback has not run yet. */
 size_t tg_redis_inflight(const tg_redis_t *r);
 /* The script's name ("enter") and text. */
 const char *tg_redis_script_name(int script);
+const char *tg_redis_script_text(int script, size_t *len);
 
-/* Listen for the loss of the connection: fn(data, why) runs once, before
- * the pending requests' callbacks.  0 or -1 (ENOMEM).  Listeners are
- * removed with tg_redis_off_lost() or by tg_redis_close(). */
+/* Listen for the loss of the connection: lost(data, why) runs once, before
+ * the pending requests' callbacks; restored(data) after every reconnect
+ * (either may be NULL).  0 or -1 (ENOMEM).  Listeners are removed with
+ * tg_redis_off_lost() (by the lost function) or by tg_redis_close(). */
 typedef void (*tg_redis_lost_fn)(void *data, const char *why);
+typedef void (*tg_redis_restored_fn)(void *data);
+int tg_redis_listen(tg_redis_t *r, tg_redis_lost_fn lost, tg_redis_restored_fn restored, void *data);
 int tg_redis_on_lost(tg_redis_t *r, tg_redis_lost_fn fn, void *data);
 void tg_redis_off_lost(tg_redis_t *r, tg_redis_lost_fn fn, void *data);
 
@@ -114,6 +147,8 @@ const char *tg_stream_field(const redisReply *fields, char c, size_t *len);
 typedef struct tg_redis_stats {
     unsigned long long commands, xreads, unblocks, reloads;
 } tg_redis_stats_t;
+/* Reconnects so far. */
+unsigned tg_redis_reconnects(const tg_redis_t *r);
 const tg_redis_stats_t *tg_redis_stats(const tg_redis_t *r);
 
 #endif

@@ -30,21 +30,43 @@ typedef struct stream {
 } stream_t;
 
 typedef struct listener {
-    tg_redis_lost_fn fn;
+    tg_redis_lost_fn lost;
+    tg_redis_restored_fn restored;
     void *data;
     struct listener *next;
 } listener_t;
 
+enum { TG_REDIS_UP = 0, TG_REDIS_RECONNECTING, TG_REDIS_DOWN };
+
+struct req;
+
 struct tg_redis {
     uv_loop_t *loop;
+    tg_redis_addr_t a;
     conn_t cmd, blk;
     long long blk_id;
-    int down, closing;
-    char down_msg[640];
+    int state, closing, opening;
+    char down_msg[1400];
     char addr[300];
+    char last_err[1024];
     char sha[TG_NSCRIPTS][41];
     size_t inflight;            /* requests whose callback has not run */
+    struct req *sent_head, *sent_tail;      /* handed to hiredis (tg_redis.c) */
+    struct req *queued_head, *queued_tail;  /* waiting for a connection */
     listener_t *listeners;
+    /* reconnecting */
+    double retry_secs;
+    uint64_t reconnect_end;
+    uint64_t backoff_ms;
+    int attempt_failed, probe_failed;
+    unsigned reconnects;
+    uv_timer_t rtimer;
+    char *probe_block;
+    char **probe_argv;
+    size_t *probe_lens;
+    int probe_argc;
+    int (*probe_check)(void *data, const redisReply *rep, char *why, size_t whylen);
+    void *probe_data;
     /* the stream reader */
     tg_map_t streams;
     int reading;
@@ -62,5 +84,7 @@ struct tg_redis {
 void tg_streams_init(tg_redis_t *r);
 void tg_streams_free(tg_redis_t *r);
 void tg_streams_stop(tg_redis_t *r);
+/* After a reconnect: read again, each stream from where it was. */
+void tg_streams_resume(tg_redis_t *r);
 
 #endif

@@ -46,7 +46,7 @@ static int answers(const char *sock) {
     return ok;
 }
 
-int tg_redisd_start(tg_redisd_t *d, uv_loop_t *loop, const char *dir, int maxclients) {
+int tg_redisd_start(tg_redisd_t *d, uv_loop_t *loop, const char *dir, int maxclients, const char *self) {
     char bin[4096], maxc[32], logf[4300];
     memset(d, 0, sizeof *d);
     d->loop = loop;
@@ -56,12 +56,12 @@ int tg_redisd_start(tg_redisd_t *d, uv_loop_t *loop, const char *dir, int maxcli
     snprintf(d->sock, sizeof d->sock, "%s/redis.sock", dir);
     snprintf(maxc, sizeof maxc, "%d", maxclients);
     snprintf(logf, sizeof logf, "%s/redis.log", dir);
-    const char *argv[] = {bin, "--port", "0", "--unixsocket", d->sock, "--unixsocketperm", "700",
+    const char *argv[] = {self, "--_guard", bin, "--port", "0", "--unixsocket", d->sock, "--unixsocketperm", "700",
                           "--save", "", "--appendonly", "no", "--dir", dir,
                           "--logfile", logf, "--maxclients", maxc, NULL};
     uv_process_options_t po;
     memset(&po, 0, sizeof po);
-    po.file = bin;
+    po.file = self;
     po.args = (char **)argv;
     po.exit_cb = on_exit_cb;
     po.flags = UV_PROCESS_DETACHED;     /* Ctrl-C reaches tgrun, which stops it last */

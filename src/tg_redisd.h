@@ -22,9 +22,11 @@ typedef struct tg_redisd {
 } tg_redisd_t;
 
 /* Start redis-server with its socket and log in dir, allowing maxclients
- * connections, and wait (at most 5 s) until it answers PING.  0, or 2 after
+ * connections, and wait (at most 5 s) until it answers PING.  It is started
+ * through `self --_guard` (self: this tgrun binary), which makes it die
+ * with this process even when this one is SIGKILLed.  0, or 2 after
  * printing one line that says what went wrong. */
-int tg_redisd_start(tg_redisd_t *d, uv_loop_t *loop, const char *dir, int maxclients);
+int tg_redisd_start(tg_redisd_t *d, uv_loop_t *loop, const char *dir, int maxclients, const char *self);
 /* Stop it (SIGTERM; SIGKILL after 5 s) and reap it.  Safe to call twice. */
 void tg_redisd_stop(tg_redisd_t *d);
 

@@ -387,6 +387,8 @@ tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what) {
                      "coroutine.create/wrap", what);
     if (t->cancelled)
         tg_err_raise(L, "cancelled", "%s: the task was cancelled", what);
+    if (c->inst->dead_why)
+        tg_err_raise(L, "dead", "%s: this instance was declared dead by the run: %s", what, c->inst->dead_why);
     t->token++;
     t->state = TG_TASK_WAITING;
     t->abort = NULL;
@@ -555,6 +557,10 @@ void tg_wait_abort(tg_task_t *t, int why) {
     case TG_ABORT_INTERRUPT:
         tg_wait_fail(t, "interrupted", "interrupted (%s) while waiting for %s",
                      t->ctx.inst->rt->interrupt_why, t->what);
+        break;
+    case TG_ABORT_DEAD:
+        tg_wait_fail(t, "dead", "%s: this instance was declared dead by the run: %s", t->what,
+                     t->ctx.inst->dead_why ? t->ctx.inst->dead_why : "?");
         break;
     default:
         tg_wait_fail(t, "cancelled", "%s: the instance is shutting down", t->what);
@@ -796,6 +802,18 @@ void tg_rt_open(lua_State *L) {
     }
     lua_pop(L, 1);
     luaL_setfuncs(L, rt_funcs, 0);
+}
+
+/* ---- an instance declared dead -------------------------------------------- */
+
+void tg_inst_kill(tg_inst_t *inst, const char *why) {
+    if (inst->dead_why) return;
+    inst->dead_why = strdup(why);
+    if (!inst->dead_why) inst->dead_why = strdup("?");
+    for (tg_task_t *t = inst->tasks, *next; t; t = next) {
+        next = t->next;
+        if (t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_DEAD);
+    }
 }
 
 /* ---- warnings ------------------------------------------------------------ */

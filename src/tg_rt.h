@@ -53,7 +53,8 @@ typedef struct tg_ctx {
 } tg_ctx_t;
 
 /* Why a wait ended without its event. */
-enum { TG_ABORT_TIMEOUT = 1, TG_ABORT_CANCEL, TG_ABORT_CLOSED, TG_ABORT_SHUTDOWN, TG_ABORT_INTERRUPT };
+enum { TG_ABORT_TIMEOUT = 1, TG_ABORT_CANCEL, TG_ABORT_CLOSED, TG_ABORT_SHUTDOWN, TG_ABORT_INTERRUPT,
+       TG_ABORT_DEAD };
 
 enum { TG_TASK_READY = 1, TG_TASK_RUNNING, TG_TASK_WAITING, TG_TASK_DONE };
 
@@ -104,6 +105,7 @@ struct tg_inst {
     int ntasks;
     int outcome;                /* TG_OUT_* */
     char *error;                /* first error line (malloc'd), for summaries */
+    char *dead_why;             /* declared dead by the run: why (malloc'd), else NULL */
     int index;                  /* 0-based index in the process (inproc) */
     tg_inst_t *next;
     tg_warning_t *warnings, *warnings_tail;     /* queued for the log */
@@ -246,6 +248,11 @@ const char *tg_describe(lua_State *L, int idx);
  * Pushes the function; returns a lua_load status. */
 int tg_load_cached(lua_State *L, struct tg_chunk *c, const char *text, size_t len,
                    const char *chunkname, int strip);
+
+/* The run declared inst dead (its session lapsed while it was stopped or
+ * cut off): every wait of it ends with code "dead" saying why, and every
+ * later wait fails at once, so it cannot go on to succeed. */
+void tg_inst_kill(tg_inst_t *inst, const char *why);
 
 /* A warning for inst's log ("warning: ..."), from code that cannot run Lua
  * (an I/O callback): queued, and written by the next drain of the ready

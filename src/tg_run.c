@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +36,11 @@ int tg_usage_error(const char *fmt, ...) {
     va_end(ap);
     fputc('\n', stderr);
     return 2;
+}
+
+void tg_die_with_parent(long parent) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != (pid_t)parent) _exit(2);   /* it ended before we could ask */
 }
 
 const char *tg_env_or(const char *name, const char *dflt) {
@@ -281,21 +288,59 @@ int tg_run_result(tg_inst_t *inst) {
 
 int tg_run_redis_target(const tg_opts_t *o, tg_redis_addr_t *a) {
     char err[256];
+    int rc = 0;
+    const char *h = getenv("REDIS_HOST"), *p = getenv("REDIS_PORT");
     if (o->redis_url) {
         if (tg_redis_addr_parse(o->redis_url, a, err, sizeof err) < 0) return tg_usage_error("%s", err);
-        return 0;
-    }
-    const char *h = getenv("REDIS_HOST"), *p = getenv("REDIS_PORT");
-    if ((!h || !*h) && (!p || !*p)) {
+    } else if ((!h || !*h) && (!p || !*p)) {
         tg_redis_addr_from_env(NULL, NULL, a, err, sizeof err);
-        return 1;
+        rc = 1;
+    } else if (tg_redis_addr_from_env(h, p, a, err, sizeof err) < 0) {
+        return tg_usage_error("%s", err);
     }
-    if (tg_redis_addr_from_env(h, p, a, err, sizeof err) < 0) return tg_usage_error("%s", err);
-    return 0;
+    /* credentials kept off command lines: the environment may carry them */
+    if (tg_redis_addr_credentials(a, getenv("REDIS_USERNAME"), getenv("REDIS_PASSWORD"), err, sizeof err) < 0)
+        return tg_usage_error("%s", err);
+    return rc;
 }
 
 static void flush_redis(void *data) {
     tg_redis_flush(data);
+}
+
+/* After a reconnect: is the run's marker still there?  A Redis that
+ * restarted without persistence has lost every key of the run. */
+static int probe_marker(void *data, const redisReply *rep, char *why, size_t n) {
+    tg_rt_t *rt = data;
+    if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 1) return 0;
+    snprintf(why, n, "Redis came back without the run's state (its marker %s:tg:run is gone: it restarted "
+             "without persistence, or the keys were flushed)", rt->prefix);
+    return -1;
+}
+
+typedef struct marker {
+    char got[200];
+    int answered, failed;
+} marker_t;
+
+static void on_marker(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    marker_t *m = data;
+    (void)r; (void)tag;
+    m->answered = 1;
+    if (!rep || rep->type == REDIS_REPLY_ERROR) {
+        m->failed = 1;
+        snprintf(m->got, sizeof m->got, "%s", rep ? rep->str : "no answer");
+    } else if (rep->type == REDIS_REPLY_STRING) {
+        snprintf(m->got, sizeof m->got, "%.*s", (int)rep->len, rep->str);
+    }
+}
+
+/* This launch of the run: what the runner gave (TG_LAUNCH), else the start
+ * time every Testground instance of one run shares, else unknown (""). */
+static const char *launch_id(void) {
+    const char *l = getenv("TG_LAUNCH");
+    if (l && *l) return l;
+    return tg_env_or("TEST_START_TIME", "");
 }
 
 int tg_run_connect(tg_rt_t *rt, const tg_run_t *run, const tg_redis_addr_t *addr, char *err, size_t errlen) {
@@ -313,13 +358,52 @@ int tg_run_connect(tg_rt_t *rt, const tg_run_t *run, const tg_redis_addr_t *addr
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    tg_redis_set_retry(rt->redis, run->o->redis_retry);
+    /* The run's marker: made by the first process of this launch; another
+     * launch's marker means the run id is being reused (its counts and
+     * topics would be inherited), which must be said, not silently joined. */
+    marker_t m = {"", 0, 0};
+    char mkey[1100], value[200];
+    size_t mlen = tg_key(mkey, sizeof mkey, run->prefix, run->plen, TG_KEY_RUN, NULL, 0);
+    const char *launch = launch_id();
+    snprintf(value, sizeof value, "%s", *launch ? launch : "unknown launch");
+    const char *set[7] = {"SET", mkey, value, "NX", "GET", "EX", run->ttl};
+    size_t slens[7] = {3, mlen, strlen(value), 2, 3, 2, strlen(run->ttl)};
+    if (tg_redis_cmd(rt->redis, on_marker, &m, 0, 7, set, slens) < 0) {
+        snprintf(err, errlen, "cannot mark the run in Redis");
+        return -1;
+    }
     /* the units' start-up reads (where the notify stream is, how many
-     * peers died) come back before anything waits */
+     * peers died) and the marker come back before anything waits */
     if (tg_redis_settle(rt->redis, 5, err, errlen) < 0) return -1;
+    if (m.failed) {
+        snprintf(err, errlen, "cannot mark the run in Redis at %s: %s", tg_redis_addr(rt->redis), m.got);
+        return -1;
+    }
+    if (m.got[0] && *launch && strcmp(m.got, launch) != 0 && !run->o->join) {
+        snprintf(err, errlen, "run id '%s' already has keys in Redis at %s from another launch of it (%s): "
+                 "use a fresh --run-id, or --join to take part in that run", run->run_id,
+                 tg_redis_addr(rt->redis), m.got);
+        return -2;
+    }
+    const char *probe[2] = {"EXISTS", mkey};
+    size_t plens[2] = {6, mlen};
+    tg_redis_set_probe(rt->redis, 2, probe, plens, probe_marker, rt);
     tg_redis_start_reading(rt->redis);
     rt->flush = flush_redis;
     rt->flush_data = rt->redis;
     return 0;
+}
+
+int tg_run_connect_error(int rc, const char *err) {
+    if (rc == -2) return tg_usage_error("%s", err);
+    if (strstr(err, "NOAUTH") || strstr(err, "WRONGPASS") || strstr(err, "invalid password")
+        || strstr(err, "AUTH failed"))
+        return tg_usage_error("%s (give the password: --redis redis://[USER]:PASSWORD@HOST:PORT, or "
+                              "REDIS_PASSWORD and REDIS_USERNAME in the environment)", err);
+    if (strstr(err, "refused the session"))
+        return tg_usage_error("%s", err);
+    return tg_usage_error("%s (start Redis, or point tgrun at one with --redis URL or REDIS_HOST/REDIS_PORT)", err);
 }
 
 void tg_run_shutdown(tg_rt_t *rt) {
@@ -349,6 +433,10 @@ static void on_single_done(tg_inst_t *inst) {
 
 int tg_run_single(const tg_opts_t *o) {
     char err[512], outbuf[4096], tmpbuf[4096], absout[PATH_MAX];
+    /* started by a local runner: die with it (SIGTERM: the waits say what
+     * they were waiting for), even when it is SIGKILLed */
+    const char *parent = getenv("TG_PARENT_PID");
+    if (parent && *parent) tg_die_with_parent(atol(parent));
     tg_run_t run;
     tg_instcfg_t ic = {0};
     int status = tg_run_init(&run, o);
@@ -411,8 +499,9 @@ int tg_run_single(const tg_opts_t *o) {
     if ((status = tg_run_load_plan(inst, o->plan_path, o->case_name)) != 0) goto out;
     tg_run_set_case(&run, tg_run_case_of(inst));
     if ((status = tg_run_configure(inst, &run, &ic)) != 0) goto out;
-    if (tg_run_connect(&rt, &run, &addr, err, sizeof err) < 0) {
-        status = tg_usage_error("%s (start Redis, or point tgrun at one with --redis URL or REDIS_HOST/REDIS_PORT)", err);
+    int crc = tg_run_connect(&rt, &run, &addr, err, sizeof err);
+    if (crc < 0) {
+        status = tg_run_connect_error(crc, err);
         goto out;
     }
     if ((status = tg_run_start(inst)) != 0) goto out;

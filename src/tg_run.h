@@ -47,7 +47,8 @@ typedef struct tg_opts {
     const char *run_id;
     const char *outputs;
     const char *plan_path;
-    int inproc, quiet;
+    double redis_retry;         /* seconds to get a dropped connection back (0: never) */
+    int inproc, quiet, join;
 } tg_opts_t;
 
 /* What every instance of the run shares. */
@@ -72,6 +73,9 @@ typedef struct tg_instcfg {
 int tg_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* mkdir -p.  0 or -1 (errno set). */
 int tg_mkdir_p(const char *path);
+/* Have the kernel send this process SIGTERM when its parent (pid parent)
+ * ends; exit at once if it has ended already. */
+void tg_die_with_parent(long parent);
 /* The value of environment variable name, or dflt when unset or empty. */
 const char *tg_env_or(const char *name, const char *dflt);
 
@@ -99,9 +103,14 @@ int tg_run_result(tg_inst_t *inst);
 /* --redis, else REDIS_HOST/REDIS_PORT: 0; neither given: 1 (a local default
  * in *a); bad: 2 (printed). */
 int tg_run_redis_target(const tg_opts_t *o, tg_redis_addr_t *a);
-/* Connect rt to Redis at addr for run and attach the units that wait on it
- * (barriers, topics, tickets, sessions).  0, or -1 with one sentence in err. */
+/* Connect rt to Redis at addr for run, attach the units that wait on it
+ * (barriers, topics, tickets, sessions), and mark the run (P:tg:run holds
+ * this launch's id; a reconnect checks it is still there).  0, or -1 with
+ * one sentence in err, or -2 when another launch of the run id owns the
+ * keys (and --join was not given). */
 int tg_run_connect(tg_rt_t *rt, const tg_run_t *run, const tg_redis_addr_t *addr, char *err, size_t errlen);
+/* Print tg_run_connect's error with the hint that fits it; returns 2. */
+int tg_run_connect_error(int rc, const char *err);
 /* Tear the runtime down: instances, the units, the transport, the
  * runtime's handles; the loop must close. */
 void tg_run_shutdown(tg_rt_t *rt);

@@ -64,7 +64,7 @@ static void on_unblock(redisAsyncContext *ac, void *reply, void *priv);
 
 static void on_retry(uv_timer_t *h) {
     tg_redis_t *r = h->data;
-    if (r->down || !r->cmd.ac || !r->xread_inflight || r->xread_gen == r->watch_gen) return;
+    if (r->state != TG_REDIS_UP || !r->cmd.ac || !r->xread_inflight || r->xread_gen == r->watch_gen) return;
     r->unblock_pending = 1;
     char id[32];
     snprintf(id, sizeof id, "%lld", r->blk_id);
@@ -80,7 +80,7 @@ static void on_unblock(redisAsyncContext *ac, void *reply, void *priv) {
     redisReply *rep = reply;
     if (!rep || r->closing) return;
     r->unblock_pending = 0;
-    if (r->down) return;
+    if (r->state != TG_REDIS_UP) return;
     /* 0: the read was not blocked yet (it is still on its way) -- try again
      * shortly. */
     if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0 && r->xread_inflight
@@ -126,6 +126,12 @@ void tg_redis_unwatch(tg_redis_t *r, const char *key, size_t klen) {
     if (s) stream_free(r, s);   /* the next read leaves it out */
 }
 
+void tg_streams_resume(tg_redis_t *r) {
+    r->xread_inflight = 0;
+    r->unblock_pending = 0;
+    issue_xread(r);
+}
+
 void tg_redis_start_reading(tg_redis_t *r) {
     r->reading = 1;
     issue_xread(r);
@@ -143,7 +149,7 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
     redisReply *rep = reply;
     if (!r) return;
     r->xread_inflight = 0;
-    if (!rep || r->down) return;
+    if (!rep || r->state != TG_REDIS_UP) return;
     if (rep->type == REDIS_REPLY_ERROR) {
         /* Tell every owner, then go on with the rest after a pause. */
         size_t b;
@@ -178,7 +184,7 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
 }
 
 static void issue_xread(tg_redis_t *r) {
-    if (!r->reading || r->down || !r->blk.ac || r->xread_inflight || r->streams.len == 0) return;
+    if (!r->reading || r->state != TG_REDIS_UP || !r->blk.ac || r->xread_inflight || r->streams.len == 0) return;
     size_t n = r->streams.len;
     const char **argv = malloc((6 + 2 * n) * sizeof *argv);
     size_t *lens = malloc((6 + 2 * n) * sizeof *lens);

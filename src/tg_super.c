@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <lauxlib.h>
 
 #include "tg_event.h"
@@ -180,19 +181,22 @@ static char *env_entry(const char *k, const char *v) {
 static int is_ours(const char *e) {
     static const char *names[] = {"TEST_PLAN=", "TEST_CASE=", "TEST_RUN=", "TEST_INSTANCE_COUNT=",
         "TEST_GROUP_ID=", "TEST_GROUP_INSTANCE_COUNT=", "TEST_INSTANCE_PARAMS=", "TEST_OUTPUTS_PATH=",
-        "TEST_TEMP_PATH=", "TEST_SIDECAR=", "TEST_SUBNET=", "TEST_START_TIME=", NULL};
+        "TEST_TEMP_PATH=", "TEST_SIDECAR=", "TEST_SUBNET=", "TEST_START_TIME=", "REDIS_PASSWORD=",
+        "REDIS_USERNAME=", "TG_PARENT_PID=", NULL};
     for (int i = 0; names[i]; i++)
         if (strncmp(e, names[i], strlen(names[i])) == 0) return 1;
     return 0;
 }
 
 static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const char *start) {
-    char tmp[4200], n[32], gn[32], timeout[64];
+    char tmp[4200], n[32], gn[32], timeout[64], ppid[32], retry[32];
     snprintf(tmp, sizeof tmp, "%s/%s/%d", r->tmpdir, r->groups[c->group].name, c->index);
     if (!c->outdir || tg_mkdir_p(c->outdir) < 0 || tg_mkdir_p(tmp) < 0) return -errno;
     snprintf(n, sizeof n, "%d", r->n);
     snprintf(gn, sizeof gn, "%ld", r->groups[c->group].count);
     snprintf(timeout, sizeof timeout, "%g", r->o->timeout);
+    snprintf(retry, sizeof retry, "%g", r->o->redis_retry);
+    snprintf(ppid, sizeof ppid, "%ld", (long)getpid());
 
     size_t ne = 0;
     while (environ[ne]) ne++;
@@ -213,13 +217,20 @@ static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const c
     env[k++] = env_entry("TEST_SIDECAR", "false");
     env[k++] = env_entry("TEST_SUBNET", "127.1.0.0/16");
     env[k++] = env_entry("TEST_START_TIME", start);
+    env[k++] = env_entry("TG_PARENT_PID", ppid);       /* die with the runner */
+    if (r->addr.password[0]) env[k++] = env_entry("REDIS_PASSWORD", r->addr.password);
+    if (r->addr.user[0]) env[k++] = env_entry("REDIS_USERNAME", r->addr.user);
 
-    const char *argv[8];
+    const char *argv[12];
     int a = 0;
     argv[a++] = r->exe;
     argv[a++] = "--timeout";
     argv[a++] = timeout;
-    if (r->redis_url[0]) { argv[a++] = "--redis"; argv[a++] = r->redis_url; }
+    argv[a++] = "--redis";
+    argv[a++] = r->redis_url;
+    argv[a++] = "--redis-retry";
+    argv[a++] = retry;
+    if (r->o->join) argv[a++] = "--join";
     argv[a++] = r->o->plan_path;
     argv[a] = NULL;
 

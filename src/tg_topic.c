@@ -45,6 +45,8 @@ struct sub {
 struct tg_topics {
     tg_rt_t *rt;
     tg_redis_t *r;
+    char proc_id[16];           /* publish op ids: "<proc_id>:<n>" */
+    unsigned long long seq;
     tg_map_t topics;            /* topic key -> topic_t */
     char *P;
     size_t plen;
@@ -183,9 +185,13 @@ static int l_publish(lua_State *L) {
     snprintf(label, sizeof label, "publish to topic '%.*s'", (int)(nlen > 120 ? 120 : nlen), name);
     tg_topics_t *ts = of(L, label);
     size_t klen = tg_key(key, sizeof key, ts->P, ts->plen, TG_KEY_TOPIC, name, nlen);
-    const char *argv[3] = {key, text, ts->rt->ttl};
-    size_t lens[3] = {klen, vlen, strlen(ts->rt->ttl)};
-    return tg_call_yield(L, -1, label, TG_SCRIPT_PUBLISH, 1, 3, argv, lens);
+    char op[48], okey[1200];
+    snprintf(op, sizeof op, "%s:p%llu", ts->proc_id, ++ts->seq);
+    size_t olen = tg_key(okey, sizeof okey, ts->P, ts->plen, TG_KEY_OP, op, strlen(op));
+    /* publish.lua: KEYS topic, op record; ARGV value, ttl, resend */
+    const char *argv[5] = {key, okey, text, ts->rt->ttl, ""};
+    size_t lens[5] = {klen, olen, vlen, strlen(ts->rt->ttl), 0};
+    return tg_call_yield_marked(L, -1, label, TG_SCRIPT_PUBLISH, 2, 5, argv, lens, 4);
 }
 
 /* topic.subscribe(topic) -> sub.  Does not yield: the first value comes
@@ -318,6 +324,7 @@ int tg_topic_attach(tg_rt_t *rt) {
     ts->plen = plen;
     ts->rt = rt;
     ts->r = rt->redis;
+    tg_rt_random_id(ts->proc_id, sizeof ts->proc_id);
     if (tg_redis_on_lost(ts->r, on_lost, ts) < 0) {
         free(ts->P);
         free(ts);

@@ -105,6 +105,21 @@ function M.main(case_fn)
     return { e = e, tb = debug.traceback(nil, 2) }
   end)
 
+  -- Declared dead by the run (this process was stopped or cut off for
+  -- longer than the session TTL): whatever the case did, it did not succeed.
+  local dead = core.declared_dead()
+  if ok and dead then
+    ok, err = false, { e = core.error("dead", "this instance was declared dead by the run: " .. dead), tb = "" }
+  end
+  if heartbeat then heartbeat:cancel() end
+  if ok and cfg.global_seq and not require("tg.redis").down() then
+    local said, alive = session.bye(cfg.global_seq)
+    if said and alive == 0 then
+      ok, err = false, { e = core.error("dead", "this instance was declared dead by the run (its session "
+        .. "lapsed before it ended): its peers went on without it"), tb = "" }
+    end
+  end
+
   local ev, status, first
   if ok then
     ev = { success_event = { group = cfg.group_id } }
@@ -117,20 +132,18 @@ function M.main(case_fn)
       status, first = 2, msg
       io.stderr:write("tgrun: ", msg, "\n")
     elseif msg then
-      ev = { failure_event = { group = cfg.group_id, error = msg .. "\n" .. err.tb } }
+      ev = { failure_event = { group = cfg.group_id, error = msg .. (err.tb ~= "" and "\n" .. err.tb or "") } }
       status, first = 1, msg
     else
       msg = ("error object is a %s value"):format(type(e))
       ev = { crash_event = { group = cfg.group_id, error = msg, stacktrace = err.tb } }
       status, first = 1, msg
     end
+    if cfg.global_seq and not require("tg.redis").down() then
+      session.die(cfg.global_seq, first or "failed")
+    end
   end
   events.emit(ev)
-  if heartbeat then heartbeat:cancel() end
-  if cfg.global_seq and not require("tg.redis").down() then
-    if status == 0 then session.bye(cfg.global_seq)
-    else session.die(cfg.global_seq, first or "failed") end
-  end
   signal_event(ev)
   events.close()
   return status, first

@@ -61,6 +61,25 @@ TG_TEST(binary_names_and_truncation) {
     free(k);
 }
 
+TG_TEST(escaped_names_cannot_collide) {
+    char a[128], b[128];
+    /* semaphore "s:q" is not semaphore "s"'s queue */
+    tg_key(a, sizeof a, P, strlen(P), TG_KEY_SEM, "s:q", 3);
+    TG_CHECK_STR(a, P ":tg:sem:s%3Aq");
+    tg_key(b, sizeof b, P, strlen(P), TG_KEY_SEM, "s", 1);
+    strcat(b, ":q");
+    TG_CHECK(strcmp(a, b) != 0);
+    /* a literal "%3A" in a name stays distinct from an escaped ':' */
+    tg_key(a, sizeof a, P, strlen(P), TG_KEY_QUEUE, "%3A", 3);
+    TG_CHECK_STR(a, P ":tg:queue:%253A");
+    /* states and topics keep the user's bytes (Go SDK layout) */
+    tg_key(a, sizeof a, P, strlen(P), TG_KEY_STATE, "x:op:y", 6);
+    TG_CHECK_STR(a, P ":states:x:op:y");
+    char e[32];
+    TG_CHECK_INT(tg_key_escape(e, sizeof e, "a:b%c", 5), 9);
+    TG_CHECK_STR(e, "a%3Ab%25c");
+}
+
 TG_TEST(lua_names) {
     TG_CHECK_INT(tg_key_kind_of("state"), TG_KEY_STATE);
     TG_CHECK_INT(tg_key_kind_of("run_events"), TG_KEY_RUN_EVENTS);
@@ -73,6 +92,7 @@ int main(void) {
     TG_RUN(prefix);
     TG_RUN(every_kind);
     TG_RUN(binary_names_and_truncation);
+    TG_RUN(escaped_names_cannot_collide);
     TG_RUN(lua_names);
     return tg_test_report();
 }

@@ -565,7 +565,7 @@ describe("sync.queue", function()
         end
       end
     end
-    assert.equal(0, call("LLEN", keys.tg("queue:" .. name) .. ":items"))
+    assert.equal(0, call("LLEN", keys.queue(name) .. ":items"))
   end)
 
   it("pop times out with code timeout; the value pushed afterwards is not lost", function()
