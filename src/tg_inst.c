@@ -97,7 +97,26 @@ static int l_declared_dead(lua_State *L) {
     return 1;
 }
 
+/* tg.core.case_over(): the case ended; what runs now is the runtime's own
+ * recording of the outcome, which the Lua hook leaves alone. */
+static int l_case_over(lua_State *L) {
+    tg_ctx(L)->inst->case_over = 1;
+    return 0;
+}
+
+/* os.exit(...) in a plan: an instance does not end the process.  It ends
+ * the instance, as a failure (returning from the case is how it succeeds):
+ * an error is raised, and raised again by the hook if the plan catches it. */
+static int l_os_exit(lua_State *L) {
+    tg_inst_t *inst = tg_ctx(L)->inst;
+    inst->exited = 1;
+    const char *arg = lua_isnoneornil(L, 1) ? "" : luaL_tolstring(L, 1, NULL);
+    return tg_err_raise(L, "exit", "the plan called os.exit(%s): an instance ends by returning from its case "
+                        "(success) or by raising an error (failure), not by exiting the process", arg);
+}
+
 static const luaL_Reg inst_funcs[] = {
+    {"case_over", l_case_over},
     {"declared_dead", l_declared_dead},
     {"time_ns", l_time_ns},
     {"config", l_config},
@@ -264,6 +283,14 @@ tg_inst_t *tg_inst_new(tg_rt_t *rt) {
      * when ten thousand of them share a process. */
     lua_gc(L, LUA_GCGEN, 0, 0);
     luaL_openlibs(L);
+    /* plan code that never yields still meets the deadline and signals;
+     * coroutines inherit the hook from L */
+    lua_sethook(L, tg_rt_hook, LUA_MASKCOUNT, 10000);
+    tg_rt_register(L);
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, l_os_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
 
     /* the runtime's C modules, each from its own unit */
     static const luaL_Reg modules[] = {

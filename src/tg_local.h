@@ -44,6 +44,7 @@ typedef struct tg_child {
     char label[96];
     char *outdir;               /* malloc'd */
     int spawned, exited, handles, unfinished;
+    int pid;                    /* a process instance's pid (and process group) */
     int64_t status;
     int signal;
     int outcome;                /* TG_OUT_* from its event lines */

@@ -15,6 +15,7 @@
 #include <lauxlib.h>
 
 #define TASK_META "tg.task"
+#define TG_RECORD_GRACE 5.0     /* s past the deadline to record an outcome */
 #define ERROR_META "tg.error"
 
 static void drain(uv_idle_t *h);
@@ -45,21 +46,71 @@ void tg_rt_interrupt(tg_rt_t *rt, const char *why) {
             if (t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_INTERRUPT);
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
+/* The one runtime that catches signals, and what arrived: the handler may
+ * only touch these (and uv_async_send, which is async-signal-safe). */
+static uv_async_t *signal_async;
+static volatile sig_atomic_t signal_seen;
+
+static void on_signal(int signum) {
+    if (signal_seen) _exit(130);                /* the second one: now */
+    signal_seen = signum;
+    if (signal_async) uv_async_send(signal_async);
+}
+
+static void on_sig_async(uv_async_t *h) {
     tg_rt_t *rt = h->data;
-    if (rt->interrupts++ > 0) _exit(130);
-    tg_rt_interrupt(rt, signum == SIGINT ? "SIGINT" : "SIGTERM");
+    if (!signal_seen || rt->interrupts) return;
+    rt->interrupts++;
+    tg_rt_interrupt(rt, signal_seen == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 void tg_rt_handle_signals(tg_rt_t *rt) {
-    uv_signal_init(rt->loop, &rt->sigint);
-    uv_signal_init(rt->loop, &rt->sigterm);
-    rt->sigint.data = rt->sigterm.data = rt;
-    uv_signal_start(&rt->sigint, on_signal, SIGINT);
-    uv_signal_start(&rt->sigterm, on_signal, SIGTERM);
-    uv_unref((uv_handle_t *)&rt->sigint);
-    uv_unref((uv_handle_t *)&rt->sigterm);
+    uv_async_init(rt->loop, &rt->sig_async, on_sig_async);
+    rt->sig_async.data = rt;
+    uv_unref((uv_handle_t *)&rt->sig_async);
+    signal_async = &rt->sig_async;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     rt->signals_on = 1;
+}
+
+void tg_rt_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    tg_ctx_t *c = tg_ctx(L);
+    if (!c || !c->inst) return;
+    tg_inst_t *inst = c->inst;
+    tg_rt_t *rt = inst->rt;
+    uint64_t now = uv_hrtime();
+    double ran = rt->resumed_at ? (double)(now - rt->resumed_at) / 1e9 : 0;
+    const char *code = NULL, *why = NULL;
+    char b[64];
+    if (inst->exited && !inst->case_over) {
+        code = "exit";
+        why = "the plan called os.exit";
+    } else if (inst->dead_why && !inst->case_over) {
+        code = "dead";
+        why = "this instance was declared dead by the run";
+    } else if (ran < 0.1 || inst->case_over) {
+        return;                                 /* the usual case: nothing to do */
+    } else if (signal_seen) {
+        code = "interrupted";
+        snprintf(b, sizeof b, "interrupted (%s)", signal_seen == SIGINT ? "SIGINT" : "SIGTERM");
+        why = b;
+    } else if (tg_rt_now() > rt->deadline) {
+        code = "timeout";
+        why = "the run's deadline passed";
+    } else {
+        return;
+    }
+    rt->resumed_at = now;                       /* a second chance to finish cleanly */
+    char secs[32];
+    snprintf(secs, sizeof secs, "%.1f", ran);
+    tg_err_raise(L, code, "%s while plan code ran for %s s without yielding", why, secs);
 }
 
 void tg_rt_close(tg_rt_t *rt) {
@@ -81,8 +132,10 @@ void tg_rt_close(tg_rt_t *rt) {
     rt->plan_chunk.data = NULL;
     tg_pool_free(&rt->pool);
     if (rt->signals_on) {
-        uv_close((uv_handle_t *)&rt->sigint, NULL);
-        uv_close((uv_handle_t *)&rt->sigterm, NULL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal_async = NULL;
+        uv_close((uv_handle_t *)&rt->sig_async, NULL);
         rt->signals_on = 0;
     }
     if (!uv_is_closing((uv_handle_t *)&rt->idle))
@@ -291,8 +344,10 @@ static void resume(tg_task_t *t) {
     t->nresume = 0;
     t->state = TG_TASK_RUNNING;
     rt->running = t;
+    rt->resumed_at = uv_hrtime();
     int st = lua_resume(co, t->ctx.inst->L, nargs, &nres);
     rt->running = NULL;
+    rt->resumed_at = 0;
     if (st == LUA_YIELD) {
         lua_pop(co, nres);
         /* A bare coroutine.yield() in a task body lets the others run, like
@@ -395,18 +450,20 @@ tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what) {
     t->abort_data = NULL;
     snprintf(t->whatbuf, sizeof t->whatbuf, "%s", what);
     t->what = t->whatbuf;
-    t->by_deadline = timeout < 0;
-    if (timeout < 0) {
-        timeout = c->inst->rt->deadline - tg_rt_now();
-        if (timeout < 0) timeout = 0;
-    }
+    /* Every wait ends by the run's deadline: its own timeout, unless that
+     * is later (math.huge included) -- then the deadline, and the message
+     * says so. */
+    /* (once the case is over, recording its outcome gets a few seconds more) */
+    double left = c->inst->rt->deadline + (c->inst->case_over ? TG_RECORD_GRACE : 0) - tg_rt_now();
+    if (left < 0) left = 0;
+    t->by_deadline = timeout < 0 || !(timeout <= left);
+    if (t->by_deadline) timeout = left;
     t->timeout = timeout;
-    if (isfinite(timeout) && timeout < 1e9) {
-        /* The loop's clock is cached; plan code may have run (or blocked in
-         * os.execute) for a while since the loop last looked. */
-        uv_update_time(c->inst->rt->loop);
-        uv_timer_start(t->timer, on_deadline, (uint64_t)ceil(timeout * 1000), 0);
-    }
+    /* The loop's clock is cached; plan code may have run (or blocked in
+     * os.execute) for a while since the loop last looked. */
+    uv_update_time(c->inst->rt->loop);
+    double ms = ceil(timeout * 1000);
+    uv_timer_start(t->timer, on_deadline, ms < 1.8e19 ? (uint64_t)ms : UINT64_MAX, 0);
     return t;
 }
 
@@ -707,7 +764,13 @@ static int l_task_tostring(lua_State *L) {
 }
 
 static void sleep_abort(tg_task_t *t, int why) {
-    if (why == TG_ABORT_TIMEOUT) tg_wait_done(t, 1, 0);   /* the deadline IS the wake-up */
+    char b[64];
+    if (why != TG_ABORT_TIMEOUT) return;
+    if (t->by_deadline) {       /* the run ended first: the sleep did not happen */
+        snprintf(b, sizeof b, "%.3g", t->timeout);
+        tg_wait_fail(t, "timeout", "%s was cut short by the run's deadline after %s s", t->what, b);
+    }
+    else tg_wait_done(t, 1, 0); /* its own timer IS the wake-up */
 }
 
 /* tg.sleep(seconds).  Yields. */
@@ -784,9 +847,9 @@ static const luaL_Reg rt_funcs[] = {
     {NULL, NULL},
 };
 
-/* Register the task and error metatables in L and add the task/time
- * functions to the table at the top of the stack. */
-void tg_rt_open(lua_State *L) {
+/* Register the task and error metatables in L (an error raised before any
+ * module was loaded -- by the hook, at a plan's load time -- still prints). */
+void tg_rt_register(lua_State *L) {
     if (luaL_newmetatable(L, TASK_META)) {
         luaL_newlib(L, task_methods);
         lua_setfield(L, -2, "__index");
@@ -801,6 +864,11 @@ void tg_rt_open(lua_State *L) {
         lua_setfield(L, -2, "__tostring");
     }
     lua_pop(L, 1);
+}
+
+/* Add the task/time functions to the table at the top of the stack. */
+void tg_rt_open(lua_State *L) {
+    tg_rt_register(L);
     luaL_setfuncs(L, rt_funcs, 0);
 }
 

@@ -99,6 +99,8 @@ typedef struct tg_warning {
 struct tg_inst {
     tg_rt_t *rt;
     lua_State *L;
+    int exited;                 /* the plan called os.exit */
+    int case_over;              /* the case ended: the runtime records the outcome */
     tg_ctx_t ctx;               /* ctx of the main thread (task == NULL) */
     tg_task_t *tasks;           /* live tasks */
     tg_task_t *main;            /* the task that runs the case */
@@ -136,8 +138,9 @@ struct tg_rt {
     int closing;
     int interrupts;             /* SIGINT/SIGTERM received */
     char interrupt_why[64];
-    uv_signal_t sigint, sigterm;
+    uv_async_t sig_async;       /* a signal arrived (set from the handler) */
     int signals_on;
+    uint64_t resumed_at;        /* uv_hrtime() when the running task was resumed */
     const char *lua_dir;        /* develop: load lua/ from here instead of the binary */
     /* Compiled chunks, shared by every instance of the process: each module
      * of lua/ (stripped of debug info) and the plan, compiled once and
@@ -155,9 +158,16 @@ struct tg_rt {
 int tg_rt_init(tg_rt_t *rt, uv_loop_t *loop);
 /* Close the runtime's own handles (after every instance was destroyed). */
 void tg_rt_close(tg_rt_t *rt);
-/* Catch SIGINT and SIGTERM: the first interrupts every wait (tg_rt_interrupt),
- * the second exits at once. */
+/* Catch SIGINT and SIGTERM: the first interrupts every wait (tg_rt_interrupt)
+ * and, through the instances' Lua hook, plan code that does not yield; the
+ * second exits at once.  A plain sigaction handler (not uv_signal), so that
+ * a signal is noticed while plan code holds the loop. */
 void tg_rt_handle_signals(tg_rt_t *rt);
+/* The Lua hook every instance's state runs every few thousand
+ * instructions: it ends plan code that has run for 0.1 s without yielding
+ * while the run is interrupted or past its deadline, and plan code of an
+ * instance that ended (declared dead, os.exit). */
+void tg_rt_hook(lua_State *L, lua_Debug *ar);
 /* End every pending wait of every instance with an "interrupted" error that
  * says what it was waiting for, and shorten the deadline so that what runs
  * next (recording the outcome) ends soon. */
@@ -177,6 +187,8 @@ void tg_inst_abandon_tasks(tg_inst_t *inst);
 /* Add the task and time functions (spawn, sleep, now, ...) to the table at
  * the top of L's stack and register the task and error metatables. */
 void tg_rt_open(lua_State *L);
+/* Register the task and error metatables only (at instance creation). */
+void tg_rt_register(lua_State *L);
 /* The instance and task of the running thread L. */
 tg_ctx_t *tg_ctx(lua_State *L);
 

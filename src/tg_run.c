@@ -85,9 +85,13 @@ int tg_run_init(tg_run_t *run, const tg_opts_t *o) {
     if (o->run_id) snprintf(run->run_id, sizeof run->run_id, "%s", o->run_id);
     else if (getenv("TEST_RUN") && *getenv("TEST_RUN")) snprintf(run->run_id, sizeof run->run_id, "%s", getenv("TEST_RUN"));
     else tg_rt_random_id(run->run_id, sizeof run->run_id);
-    /* seconds: every key a run creates expires, so nothing stays forever */
+    /* seconds: every key a run creates expires, so nothing stays forever:
+     * twice the run's timeout, at least a day, at most a year (Redis refuses
+     * an expiry past its range) */
     double ttl = ceil(o->timeout * 2);
-    snprintf(run->ttl, sizeof run->ttl, "%.0f", ttl > 86400 ? ttl : 86400);
+    if (!(ttl > 86400)) ttl = 86400;
+    if (ttl > 31536000) ttl = 31536000;
+    snprintf(run->ttl, sizeof run->ttl, "%.0f", ttl);
     return 0;
 }
 
@@ -213,7 +217,10 @@ int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted)
     snprintf(chunkname, sizeof chunkname, "@%s", plan_path);
     if (tg_load_cached(L, &inst->rt->plan_chunk, NULL, 0, chunkname, 0) != LUA_OK)
         return tg_usage_error("plan does not compile: %s", lua_tostring(L, -1));
-    if (lua_pcall(L, 0, 1, -2) != LUA_OK)
+    inst->rt->resumed_at = uv_hrtime();         /* the hook bounds a plan that loops at load */
+    int st = lua_pcall(L, 0, 1, -2);
+    inst->rt->resumed_at = 0;
+    if (st != LUA_OK)
         return tg_usage_error("plan failed while loading: %s", lua_tostring(L, -1));
     /* plan_result -> instance.select(plan_result, wanted) -> name, fn | nil, msg */
     lua_getglobal(L, "require");

@@ -124,13 +124,19 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
     c->status = status;
     c->signal = sig;
     r->running--;
+    /* Whatever the instance left running in its process group (a shell of
+     * os.execute, a background program) goes with it: nothing outlives
+     * the run, and nothing holds its output pipes open. */
+    uv_kill(-c->pid, SIGKILL);
     uv_close((uv_handle_t *)p, on_handle_closed);
     maybe_done(r);
 }
 
+/* The instance and everything in its process group (it leads one:
+ * UV_PROCESS_DETACHED). */
 static void kill_all(tg_local_t *r, int sig) {
     for (int i = 0; i < r->n; i++)
-        if (r->kids[i].spawned && !r->kids[i].exited) uv_process_kill(&r->kids[i].proc, sig);
+        if (r->kids[i].spawned && !r->kids[i].exited) uv_kill(-r->kids[i].pid, sig);
 }
 
 static void on_killer(uv_timer_t *h) {
@@ -263,6 +269,7 @@ static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const c
         return rc;
     }
     c->spawned = 1;
+    c->pid = c->proc.pid;
     c->handles++;
     r->open_handles++;
     r->running++;

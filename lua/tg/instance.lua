@@ -105,6 +105,7 @@ function M.main(case_fn)
     return { e = e, tb = debug.traceback(nil, 2) }
   end)
 
+  core.case_over()
   -- Declared dead by the run (this process was stopped or cut off for
   -- longer than the session TTL): whatever the case did, it did not succeed.
   local dead = core.declared_dead()

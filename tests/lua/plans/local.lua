@@ -25,6 +25,20 @@ function cases.hang_long(env)
   sync.barrier("done", env.instance_count, { timeout = 60 })
 end
 
+-- plan code that never yields: the Lua hook ends it at the deadline
+function cases.busy()
+  local x = 0
+  while true do x = x + 1 end
+end
+
+-- blocked in a C call (os.execute) past the deadline, deaf to SIGTERM:
+-- only the runner's SIGKILL ends it
+function cases.blocked(env)
+  if env.global_seq == 1 then os.execute("trap '' TERM; sleep 30") end
+  sync.signal_entry("done")
+  sync.barrier("done", env.instance_count, { timeout = 60 })
+end
+
 -- every instance publishes one value and takes them all, in the same order
 function cases.all_to_all(env)
   local seq, sub = sync.publish_subscribe("peers", { from = env.global_seq })
