@@ -76,8 +76,9 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
     while ((c = getopt_long(argc, argv, "n:c:p:g:qh", longs, NULL)) != -1) {
         switch (c) {
         case 'n':
-            if (tg_parse_int(optarg, &n) < 0 || n < 1 || n > 1000000)
-                return tg_usage_error("-n needs a whole number of instances from 1 up, got \"%s\"", optarg);
+            if (tg_parse_int(optarg, &n) < 0 || n < 1 || n > TG_MAX_INSTANCES)
+                return tg_usage_error("-n needs a whole number of instances from 1 to %d, got \"%s\"",
+                                      TG_MAX_INSTANCES, optarg);
             o->instances = (int)n;
             break;
         case 'c': o->case_name = optarg; break;
@@ -124,10 +125,17 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
     if (optind >= argc) return tg_usage_error("no plan given; usage: tgrun [options] PLAN.lua (see --help)");
     if (optind + 1 < argc) return tg_usage_error("one plan at a time; unexpected \"%s\"", argv[optind + 1]);
     o->plan_path = argv[optind];
-    if (o->ngroups && !o->instances) {
-        long sum = 0;
-        for (int i = 0; i < o->ngroups; i++) sum += o->groups[i].count;
-        o->instances = (int)sum;
+    if (o->ngroups) {
+        long long sum = 0;
+        for (int i = 0; i < o->ngroups; i++) {
+            if (o->groups[i].count > TG_MAX_INSTANCES)
+                return tg_usage_error("group \"%s\" has %ld instances: a run has at most %d",
+                                      o->groups[i].name, o->groups[i].count, TG_MAX_INSTANCES);
+            sum += o->groups[i].count;
+        }
+        if (sum > TG_MAX_INSTANCES)
+            return tg_usage_error("the groups add up to %lld instances: a run has at most %d", sum, TG_MAX_INSTANCES);
+        if (!o->instances) o->instances = (int)sum;
     }
     if (o->inproc && !o->instances) return tg_usage_error("--inproc needs -n N");
     return 0;

@@ -17,7 +17,6 @@
 #include "tg_local.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +31,6 @@
 
 /* ---- ending -------------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    remove(path);
-    return 0;
-}
 
 /* ---- tgrun -n N ---------------------------------------------------------- */
 
@@ -108,6 +102,10 @@ int tg_local_run(const tg_opts_t *o) {
     if (status != 0) goto out;
     status = 2;
     snprintf(r->outputs, sizeof r->outputs, "%s", o->outputs ? o->outputs : "outputs");
+    if (tg_mkdir_p(r->outputs) < 0) {
+        status = tg_usage_error("cannot create the outputs folder \"%s\": %s", r->outputs, strerror(errno));
+        goto out;
+    }
     size_t exelen = sizeof r->exe;
     if (uv_exepath(r->exe, &exelen) != 0) { status = tg_usage_error("cannot find my own binary"); goto out; }
 
@@ -158,7 +156,7 @@ int tg_local_run(const tg_opts_t *o) {
     status = o->inproc ? tg_inproc_run(r) : tg_super_run(r, pstr, start);
 out_loop:
     tg_redisd_stop(&r->redisd);
-    if (r->tmpdir[0] && strstr(r->tmpdir, "/tgrun-")) nftw(r->tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (r->tmpdir[0]) tg_rm_tmpdir(r->tmpdir);
     uv_run(&r->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&r->loop) != 0) fprintf(stderr, "tgrun: internal: handles left open\n");
     if (r->L) lua_close(r->L);

@@ -685,7 +685,8 @@ static int l_timeout(lua_State *L) {
 
 /* tg.spawn(fn, ...) -> task.  Does not yield. */
 static int l_task_spawn(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (lua_type(L, 1) != LUA_TFUNCTION)
+        return tg_err_raise(L, "invalid", "tg.spawn: fn must be a function, got %s", tg_describe(L, 1));
     lua_Debug ar;
     char name[48] = "task";
     lua_pushvalue(L, 1);
@@ -775,8 +776,9 @@ static void sleep_abort(tg_task_t *t, int why) {
 
 /* tg.sleep(seconds).  Yields. */
 static int l_sleep(lua_State *L) {
-    double s = luaL_checknumber(L, 1);
-    if (!(s >= 0)) return tg_err_raise(L, "invalid", "tg.sleep: seconds must be >= 0");
+    double s = lua_tonumber(L, 1);
+    if (lua_type(L, 1) != LUA_TNUMBER || !(s >= 0))
+        return tg_err_raise(L, "invalid", "tg.sleep: seconds must be a number >= 0, got %s", tg_describe(L, 1));
     char what[64];
     snprintf(what, sizeof what, "tg.sleep(%g)", s);
     tg_task_t *t = tg_wait_begin(L, s, what);

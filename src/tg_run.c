@@ -4,6 +4,7 @@
 #include "tg_run.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
@@ -48,6 +49,26 @@ const char *tg_env_or(const char *name, const char *dflt) {
     return v && *v ? v : dflt;
 }
 
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void tg_rm_tmpdir(const char *path) {
+    if (strstr(path, "/tgrun-")) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* mkdir, where an existing directory is fine and anything else there is not. */
+static int mkdir_one(const char *path) {
+    struct stat st;
+    if (mkdir(path, 0755) == 0) return 0;
+    if (errno != EEXIST) return -1;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
+    errno = ENOTDIR;
+    return -1;
+}
+
 int tg_mkdir_p(const char *path) {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
@@ -57,11 +78,10 @@ int tg_mkdir_p(const char *path) {
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -1;
+        if (mkdir_one(buf) < 0) return -1;
         *p = '/';
     }
-    if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -1;
-    return 0;
+    return mkdir_one(buf);
 }
 
 /* ---- the run --------------------------------------------------------------- */
@@ -434,6 +454,22 @@ void tg_run_shutdown(tg_rt_t *rt) {
 
 /* ---- the single-instance run ---------------------------------------------------- */
 
+/* An instance count from the environment: *v = 0 when unset, else it must
+ * be 1..TG_MAX_INSTANCES; otherwise one line and -1. */
+static int count_env(const char *name, long long *v) {
+    const char *s = getenv(name);
+    if (!s || !*s) {
+        *v = 0;
+        return 0;
+    }
+    if (tg_parse_int(s, v) < 0 || *v < 1 || *v > TG_MAX_INSTANCES) {
+        tg_usage_error("%s must be a whole number of instances from 1 to %d, got \"%s\"", name,
+                       TG_MAX_INSTANCES, s);
+        return -1;
+    }
+    return 0;
+}
+
 static void on_single_done(tg_inst_t *inst) {
     uv_stop(inst->rt->loop);
 }
@@ -451,15 +487,28 @@ int tg_run_single(const tg_opts_t *o) {
         tg_run_free(&run);
         return status;
     }
-    long long n = 1, gn;
-    if (getenv("TEST_INSTANCE_COUNT") && tg_parse_int(getenv("TEST_INSTANCE_COUNT"), &n) < 0)
-        status = tg_usage_error("TEST_INSTANCE_COUNT is not a number: \"%s\"", getenv("TEST_INSTANCE_COUNT"));
+    long long n, gn;
+    if (count_env("TEST_INSTANCE_COUNT", &n) < 0 || count_env("TEST_GROUP_INSTANCE_COUNT", &gn) < 0) {
+        tg_run_free(&run);
+        return 2;
+    }
+    if (!n) n = 1;              /* unset: one instance */
+    if (!gn) gn = n;
+    if (gn > n) {
+        tg_run_free(&run);
+        return tg_usage_error("TEST_GROUP_INSTANCE_COUNT (%lld) is larger than TEST_INSTANCE_COUNT (%lld)", gn, n);
+    }
     ic.instance_count = (int)n;
     ic.group_id = tg_env_or("TEST_GROUP_ID", "single");
-    gn = n;
-    if (!status && getenv("TEST_GROUP_INSTANCE_COUNT") && tg_parse_int(getenv("TEST_GROUP_INSTANCE_COUNT"), &gn) < 0)
-        status = tg_usage_error("TEST_GROUP_INSTANCE_COUNT is not a number: \"%s\"", getenv("TEST_GROUP_INSTANCE_COUNT"));
     ic.group_instance_count = (int)gn;
+    /* instances that must meet need one run id: a fresh one each would
+     * never meet (each would wait alone until its deadline) */
+    if (n > 1 && !o->run_id && !(getenv("TEST_RUN") && *getenv("TEST_RUN"))) {
+        tg_run_free(&run);
+        return tg_usage_error("TEST_RUN is not set, but TEST_INSTANCE_COUNT is %lld: the instances of a run must "
+                              "share its id (a Testground runner sets TEST_RUN; by hand, set it or pass --run-id "
+                              "to every instance)", n);
+    }
     int sidecar = 0;
     const char *sc = getenv("TEST_SIDECAR");
     if (!status && sc && *sc && tg_parse_bool(sc, &sidecar) < 0)
@@ -480,10 +529,12 @@ int tg_run_single(const tg_opts_t *o) {
     }
     /* absolute, so that a plan that changes directory still finds it */
     if (realpath(ic.outputs, absout)) ic.outputs = absout;
+    int own_temp = 0;           /* made here: removed at the end */
     if (getenv("TEST_TEMP_PATH") && *getenv("TEST_TEMP_PATH")) ic.temp = getenv("TEST_TEMP_PATH");
     else {
         snprintf(tmpbuf, sizeof tmpbuf, "%s/tgrun-%s-XXXXXX", tg_env_or("TMPDIR", "/tmp"), run.run_id);
-        ic.temp = mkdtemp(tmpbuf) ? tmpbuf : "/tmp";
+        own_temp = mkdtemp(tmpbuf) != NULL;
+        ic.temp = own_temp ? tmpbuf : "/tmp";
     }
 
     tg_redis_addr_t addr;
@@ -516,6 +567,7 @@ int tg_run_single(const tg_opts_t *o) {
     status = tg_run_result(inst);
 out:
     tg_run_shutdown(&rt);
+    if (own_temp) tg_rm_tmpdir(tmpbuf);
     tg_run_free(&run);
     return status;
 }

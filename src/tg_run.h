@@ -28,6 +28,7 @@
 
 #define TG_VERSION "0.1.0"
 #define TG_MAX_GROUPS 64
+#define TG_MAX_INSTANCES 1000000
 
 typedef struct tg_group {
     char name[64];
@@ -71,6 +72,9 @@ typedef struct tg_instcfg {
 
 /* Print "tgrun: <message>" on stderr and return 2. */
 int tg_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Remove a temp folder that tgrun made (its name holds "/tgrun-"; any
+ * other path is left alone) with everything in it. */
+void tg_rm_tmpdir(const char *path);
 /* mkdir -p.  0 or -1 (errno set). */
 int tg_mkdir_p(const char *path);
 /* Have the kernel send this process SIGTERM when its parent (pid parent)

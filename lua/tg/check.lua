@@ -4,6 +4,10 @@ local core = require "tg.core"
 
 local check = {}
 
+-- the largest value (as JSON) a topic or queue takes: Redis refuses a bulk
+-- string of 512 MB, and the runtime keeps a copy per process
+check.MAX_VALUE = 256 * 1048576
+
 function check.fail(fmt, ...)
   error(core.error("invalid", fmt:format(...)), 3)
 end

@@ -93,7 +93,7 @@ Mutex.__index = Mutex
 function coord.mutex(name, opts)
   check.name("mutex", "name", name)
   local lease = opts and opts.lease
-  if lease ~= nil and (type(lease) ~= "number" or lease <= 0) then
+  if lease ~= nil and (type(lease) ~= "number" or not (lease > 0) or lease == math.huge) then
     check.fail("mutex: lease must be a number of seconds > 0")
   end
   local s = coord.semaphore(name, 1)
@@ -230,6 +230,10 @@ end
 function Queue:push(value)
   local ok, text = pcall(json.encode, value)
   if not ok then check.fail("queue '%s': the value cannot be sent as JSON: %s", self.name, tostring(text)) end
+  if #text > check.MAX_VALUE then
+    check.fail("queue '%s': the value is %d bytes as JSON; a value may be at most %d MiB", self.name, #text,
+      check.MAX_VALUE // 1048576)
+  end
   call("queue", self.name, "push", nil, text, ("push to queue '%s'"):format(self.name))
 end
 

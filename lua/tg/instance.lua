@@ -102,8 +102,14 @@ function M.main(case_fn)
     heartbeat = session.start(env.global_seq)
     case_fn(env)
   end, function(e)
-    return { e = e, tb = debug.traceback(nil, 2) }
+    return { e = e, tb = debug.traceback(nil, 2), handled = true }
   end)
+  -- Lua skips the handler for a memory error: err is then the error itself
+  if not ok and (type(err) ~= "table" or not err.handled) then
+    err = { e = err == "not enough memory" and core.error("nomem", "the case ran out of memory "
+      .. "(not enough memory; core.memory_limit or the machine's)") or err, tb = "" }
+  end
+  core.memory_limit(0)   -- recording the outcome must not fail for a limit the plan set
 
   core.case_over()
   -- Declared dead by the run (this process was stopped or cut off for

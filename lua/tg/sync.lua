@@ -29,6 +29,9 @@ local function failure_check(opts)
 end
 
 local function op_id(call, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    check.fail("%s: options must be a table, got %s", call, check.describe(opts))
+  end
   local id = opts and opts.op_id
   if id == nil then return "" end
   if type(id) ~= "string" or id == "" then check.fail("%s: op_id must be a non-empty string", call) end
@@ -68,6 +71,10 @@ function sync.publish(topic, value)
   if not ok then
     check.fail("publish to topic '%s': the value cannot be sent as JSON: %s", topic,
       tostring(text):gsub("^json%.encode: ", ""))
+  end
+  if #text > check.MAX_VALUE then
+    check.fail("publish to topic '%s': the value is %d bytes as JSON; a value may be at most %d MiB",
+      topic, #text, check.MAX_VALUE // 1048576)
   end
   return topics.publish(topic, text)
 end
