@@ -159,10 +159,19 @@ static void fail_all(tg_redis_t *r) {
 
 /* The connection is gone for good: tell the listeners (their waits are not
  * requests), then every request held gets its callback with NULL. */
+static void lost_as(tg_redis_t *r, const char *msg);
+
 static void lost(tg_redis_t *r, const char *why) {
+    char msg[1400];
+    snprintf(msg, sizeof msg, "lost the connection to Redis at %.300s (%.1000s)", r->addr, why);
+    lost_as(r, msg);
+}
+
+/* Gone for good, and msg says why (the whole sentence). */
+static void lost_as(tg_redis_t *r, const char *msg) {
     if (r->state == TG_REDIS_DOWN) return;
     r->state = TG_REDIS_DOWN;
-    snprintf(r->down_msg, sizeof r->down_msg, "lost the connection to Redis at %.300s (%.1000s)", r->addr, why);
+    snprintf(r->down_msg, sizeof r->down_msg, "%s", msg);
     tg_streams_stop(r);
     uv_timer_stop(&r->rtimer);
     for (listener_t *l = r->listeners, *next; l; l = next) {
@@ -229,10 +238,10 @@ static void on_startup_reply(redisAsyncContext *ac, void *reply, void *priv) {
             startup_fail(r, 1, "Redis at %s refused the session: %s", "SCRIPT LOAD returned an unexpected digest");
     }
     if (strcmp(step, "probe") == 0 && r->probe_check) {
-        char why[300] = "";
+        char why[600] = "";
         if (r->probe_check(r->probe_data, rep, why, sizeof why) < 0) {
             r->probe_failed = 1;
-            snprintf(r->last_err, sizeof r->last_err, "%.290s", why);
+            snprintf(r->last_err, sizeof r->last_err, "%.1300s", why);
         }
     }
 }
@@ -463,7 +472,7 @@ static void on_check(uv_timer_t *h) {
     }
     if (r->probe_failed) {
         uv_timer_stop(h);
-        lost(r, r->last_err);           /* the store lost the run: no point retrying */
+        lost_as(r, r->last_err);        /* the store lost the run: no point retrying */
         return;
     }
     if (r->attempt_failed || r->startup_failed || !r->cmd.ac || !r->blk.ac) {

@@ -48,7 +48,7 @@ struct tg_redis {
     int state, closing, opening;
     char down_msg[1400];
     char addr[300];
-    char last_err[1024];
+    char last_err[1400];
     char sha[TG_NSCRIPTS][41];
     size_t inflight;            /* requests whose callback has not run */
     struct req *sent_head, *sent_tail;      /* handed to hiredis (tg_redis.c) */

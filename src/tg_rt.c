@@ -442,7 +442,7 @@ tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what) {
                      "coroutine.create/wrap", what);
     if (t->cancelled)
         tg_err_raise(L, "cancelled", "%s: the task was cancelled", what);
-    if (c->inst->dead_why)
+    if (c->inst->dead_why && !c->inst->case_over)     /* (recording its outcome still may) */
         tg_err_raise(L, "dead", "%s: this instance was declared dead by the run: %s", what, c->inst->dead_why);
     t->token++;
     t->state = TG_TASK_WAITING;

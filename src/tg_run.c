@@ -340,8 +340,9 @@ static void flush_redis(void *data) {
 static int probe_marker(void *data, const redisReply *rep, char *why, size_t n) {
     tg_rt_t *rt = data;
     if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 1) return 0;
-    snprintf(why, n, "Redis came back without the run's state (its marker %s:tg:run is gone: it restarted "
-             "without persistence, or the keys were flushed)", rt->prefix);
+    snprintf(why, n, "the store lost the run's state: Redis at %s came back without it (the run's marker "
+             "%.200s:tg:run is gone: it restarted without persistence, or its keys were flushed)",
+             tg_redis_addr(rt->redis), rt->prefix);
     return -1;
 }
 

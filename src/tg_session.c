@@ -108,11 +108,14 @@ static int connect_beat(tg_sessions_t *s, char *why, size_t n) {
     return 0;
 }
 
-/* One beat for sids ("3 17 42 ..."); the result under mu. */
+/* One beat for sids ("3 17 42 ..."); the result under mu.  A connection
+ * that dropped since the last beat is made again once, at once. */
 static void beat_once(tg_sessions_t *s, const char *sids, long long ttl_ms) {
     char why[300] = "";
     char *dead = NULL;
-    if (connect_beat(s, why, sizeof why) == 0) {
+    for (int tries = 0; tries < 2; tries++) {
+        why[0] = '\0';
+        if (connect_beat(s, why, sizeof why) < 0) break;
         tg_coord_args_t a = {.op = "beat", .sid = sids, .n = 1, .lease_ms = ttl_ms, .cap = 1};
         const char *argv[3 + TG_COORD_ARGC];
         size_t lens[3 + TG_COORD_ARGC];
@@ -134,6 +137,7 @@ static void beat_once(tg_sessions_t *s, const char *sids, long long ttl_ms) {
             snprintf(why, sizeof why, "%s", s->c->errstr[0] ? s->c->errstr : "no answer");
             redisFree(s->c);
             s->c = NULL;
+            continue;                   /* once more, on a new connection */
         } else if (rep->type == REDIS_REPLY_ERROR) {
             snprintf(why, sizeof why, "Redis replied: %s", rep->str);
         } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2
@@ -152,6 +156,7 @@ static void beat_once(tg_sessions_t *s, const char *sids, long long ttl_ms) {
             }
         }
         if (rep) freeReplyObject(rep);
+        break;
     }
     uv_mutex_lock(&s->mu);
     snprintf(s->fail, sizeof s->fail, "%s", why);
