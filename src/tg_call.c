@@ -26,7 +26,8 @@ static void on_reply(tg_redis_t *r, const redisReply *rep, void *data, uint64_t 
     tg_task_t *t = data;
     (void)r;
     if (tg_wait_target(t, tag)) {
-        if (!rep) tg_wait_abort(t, TG_ABORT_CLOSED);
+        if (!rep) tg_wait_fail(t, "closed", "%s: %s", t->what,
+                               tg_redis_down(r) ? tg_redis_down(r) : "the connection to Redis was lost");
         else if (rep->type == REDIS_REPLY_ERROR)
             tg_wait_fail(t, "redis", "%s: Redis replied: %s", t->what, rep->str);
         else tg_wait_deliver(t, 1, push_reply, (void *)rep);

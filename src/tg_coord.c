@@ -448,16 +448,15 @@ int luaopen_tg_coord_c(lua_State *L) {
 /* The connection is gone: every ticket's wait fails with "closed". */
 static void on_lost(void *data, const char *why) {
     tg_tickets_t *k = data;
-    (void)why;
     size_t b;
     tg_map_ent_t *e;
     while ((e = tg_map_next(&k->tickets, NULL, &b))) {
         ticket_t *tk = e->value;
-        if (tk->task && tk->task->state == TG_TASK_WAITING && tk->task->abort_data == tk) {
-            tk->acking = 0;
-            tg_wait_abort(tk->task, TG_ABORT_CLOSED);   /* frees tk */
-        } else {
-            ticket_free(k, tk);
+        tg_task_t *t = tk->task;
+        ticket_free(k, tk);
+        if (t && t->state == TG_TASK_WAITING && t->abort == ticket_abort && t->abort_data == tk) {
+            t->abort = NULL;
+            tg_wait_fail(t, "closed", "%s: %s", t->what, why);
         }
     }
 }

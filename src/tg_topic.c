@@ -141,11 +141,14 @@ static const tg_stream_ops_t topic_ops = {on_entry, on_batch, on_error};
 /* Every waiting subscription fails with "closed". */
 static void on_lost(void *data, const char *why) {
     tg_topics_t *ts = data;
-    (void)why;
     size_t b;
     for (tg_map_ent_t *e = tg_map_next(&ts->topics, NULL, &b); e; e = tg_map_next(&ts->topics, e, &b))
-        for (sub_t *u = ((topic_t *)e->value)->subs; u; u = u->next)
-            if (u->task) tg_wait_abort(u->task, TG_ABORT_CLOSED);
+        for (sub_t *u = ((topic_t *)e->value)->subs; u; u = u->next) {
+            if (!u->task) continue;
+            tg_task_t *t = u->task;
+            u->task = NULL;
+            if (tg_wait_target(t, u->token)) tg_wait_fail(t, "closed", "%s: %s", t->what, why);
+        }
 }
 
 /* ---- Lua ----------------------------------------------------------------- */

@@ -106,26 +106,48 @@ function h.wait_until(fn, timeout)
   return nil
 end
 
--- A private redis-server on a free port: {port =, stop = fn, kill = fn}.
-function h.redis_server()
+-- A private redis-server on a free port: {port =, pid =, stop(), kill(),
+-- restart(), cli(cmd), url}.  opts.aof: append-only file, fsync always
+-- (a restart keeps everything); opts.debug: DEBUG enabled (DEBUG SLEEP);
+-- opts.password.  restart() starts it again on the same port and folder.
+function h.redis_server(opts)
+  opts = opts or {}
   local dir = h.tmpdir()
-  for _ = 1, 20 do
-    local port = math.random(20000, 59999)
-    os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s "
-      .. "--logfile %s/redis.log --daemonize yes --pidfile %s/redis.pid >/dev/null 2>&1"):format(port, dir, dir, dir))
-    local ok = h.wait_until(function()
-      local p = io.popen(("redis-cli -p %d ping 2>/dev/null"):format(port))
+  local function start(port)
+    os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly %s --appendfsync always "
+      .. "--enable-debug-command %s %s --dir %s --logfile %s/redis.log --daemonize yes --pidfile %s/redis.pid "
+      .. ">/dev/null 2>&1"):format(port, opts.aof and "yes" or "no", opts.debug and "yes" or "no",
+      opts.password and ("--requirepass " .. opts.password) or "", dir, dir, dir))
+    local auth = opts.password and ("-a " .. opts.password .. " --no-auth-warning ") or ""
+    return h.wait_until(function()
+      local p = io.popen(("redis-cli -p %d %sping 2>/dev/null"):format(port, auth))
       local s = p:read("*a")
       p:close()
       return s:match("PONG")
     end, 3)
-    if ok then
-      local pid = h.wait_until(function() return tonumber(h.read(dir .. "/redis.pid")) end, 3)
-      local srv = { port = port, pid = pid, dir = dir }
-      function srv.kill() os.execute("kill -9 " .. pid .. " 2>/dev/null") end
-      function srv.stop() os.execute("kill " .. pid .. " 2>/dev/null") end
+  end
+  for _ = 1, 20 do
+    local port = math.random(20000, 59999)
+    os.remove(dir .. "/redis.pid")
+    if start(port) then
+      local srv = { port = port, dir = dir, url = "redis://127.0.0.1:" .. port }
+      local function pid()
+        return h.wait_until(function() return tonumber(h.read(dir .. "/redis.pid")) end, 3)
+      end
+      srv.pid = pid()
+      function srv.kill()
+        os.execute("kill -9 " .. srv.pid .. " 2>/dev/null")
+        h.wait_until(function() return not h.alive(srv.pid) end, 5)
+      end
+      function srv.stop() os.execute("kill " .. srv.pid .. " 2>/dev/null") end
+      function srv.restart()
+        os.remove(dir .. "/redis.pid")
+        assert(start(port), "redis-server did not come back on port " .. port)
+        srv.pid = pid()
+      end
       function srv.cli(cmd)
-        local p = io.popen(("redis-cli -p %d %s 2>&1"):format(port, cmd))
+        local auth = opts.password and ("-a " .. opts.password .. " --no-auth-warning ") or ""
+        local p = io.popen(("redis-cli -p %d %s%s 2>&1"):format(port, auth, cmd))
         local s = p:read("*a")
         p:close()
         return s
@@ -134,6 +156,12 @@ function h.redis_server()
     end
   end
   error("could not start a private redis-server")
+end
+
+-- Is process pid alive (and not a zombie)?
+function h.alive(pid)
+  local st = h.read("/proc/" .. tostring(pid) .. "/stat")
+  return st ~= nil and not st:match("^%d+ %b() Z")
 end
 
 -- Every line of text parsed as JSON (errors name the line).
