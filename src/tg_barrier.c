@@ -90,8 +90,9 @@ static void fail_waiter(tg_task_t *t, int why, const char *label, long long coun
     char s[64];
     tg_rt_t *rt = t->ctx.inst->rt;
     if (why == TG_ABORT_TIMEOUT)
-        tg_wait_fail(t, "timeout", "%s timed out after %s: %lld of %lld entered",
-                     label, tg_wait_secs(t, s, sizeof s), count, target);
+        tg_wait_fail(t, "timeout", "%s timed out after %s: %lld of %lld entered%s",
+                     label, tg_wait_secs(t, s, sizeof s), count, target,
+                     count >= target ? " (the last of them after the timeout)" : "");
     else if (why == TG_ABORT_INTERRUPT)
         tg_wait_fail(t, "interrupted", "interrupted (%s) while waiting at %s: %lld of %lld entered",
                      rt->interrupt_why, label, count, target);
