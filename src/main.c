@@ -19,12 +19,15 @@
 #include "tg_params.h"
 #include "tg_run.h"
 #include "tg_scalar.h"
+#include "tg_serve.h"
 
 static void usage(FILE *f) {
     fputs(
 "usage: tgrun [options] PLAN.lua             run one instance (env from TEST_*)\n"
 "       tgrun -n N [options] PLAN.lua        run N local instances, one process each\n"
 "       tgrun -n N --inproc [options] PLAN.lua  run N instances in this process\n"
+"       tgrun serve [--listen HOST:PORT] [--redis URL]  a Testground sync service\n"
+"                              (see tgrun serve --help)\n"
 "\n"
 "  -n, --instances N      local run with N instances\n"
 "  -c, --case NAME        test case (default: TEST_CASE, else the plan's only case)\n"
@@ -123,6 +126,7 @@ int main(int argc, char **argv) {
     tg_opts_t o = {0};
     /* A peer or child that goes away must give an error, not kill tgrun. */
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "serve") == 0) return tg_serve_main(argc - 1, argv + 1);
     int rc = parse_opts(argc, argv, &o);
     if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
     tg_kvlist_free(&o.params);

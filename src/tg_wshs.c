@@ -298,3 +298,73 @@ int tg_wshs_parse_response(const char *buf, size_t len, const char *key, int *tg
     }
     return (int)n;
 }
+
+/* ---- addresses ------------------------------------------------------------ */
+
+static int parse_port(const char *p, size_t n, int *port) {
+    if (n == 0 || n > 5) return -1;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    if (v > 65535) return -1;
+    *port = (int)v;
+    return 0;
+}
+
+/* host[:port] or [v6][:port] in s[0..n); dflt when no port (-1: required). */
+static int split_hostport(const char *s, size_t n, char *host, size_t hostcap, int *port, int dflt) {
+    const char *hs = s, *he, *rest;
+    if (n && s[0] == '[') {
+        const char *rb = memchr(s, ']', n);
+        if (!rb) return -1;
+        hs = s + 1;
+        he = rb;
+        rest = rb + 1;
+    } else {
+        const char *colon = memchr(s, ':', n);
+        he = colon ? colon : s + n;
+        rest = he;
+    }
+    size_t hl = (size_t)(he - hs);
+    if (hl >= hostcap) return -1;
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+    size_t left = (size_t)(s + n - rest);
+    if (left == 0) {
+        if (dflt < 0) return -1;
+        *port = dflt;
+        return 0;
+    }
+    if (rest[0] != ':') return -1;
+    return parse_port(rest + 1, left - 1, port);
+}
+
+int tg_wshs_parse_hostport(const char *s, char *host, size_t hostcap, int *port, char *err, size_t errlen) {
+    if (split_hostport(s, strlen(s), host, hostcap, port, -1) < 0) {
+        snprintf(err, errlen, "\"%s\" is not HOST:PORT (for example 0.0.0.0:5050, 127.0.0.1:0 or [::1]:5050)", s);
+        return -1;
+    }
+    return 0;
+}
+
+int tg_wshs_parse_url(const char *url, char *host, size_t hostcap, int *port, char *path, size_t pathcap,
+                      char *err, size_t errlen) {
+    if (strncmp(url, "wss://", 6) == 0) {
+        snprintf(err, errlen, "\"%s\": wss:// (TLS) is not supported; use ws://HOST:PORT", url);
+        return -1;
+    }
+    if (strncmp(url, "ws://", 5) != 0) {
+        snprintf(err, errlen, "\"%s\" is not a sync service address: use ws://HOST:PORT", url);
+        return -1;
+    }
+    const char *s = url + 5, *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    if (n == 0 || split_hostport(s, n, host, hostcap, port, 5050) < 0 || !host[0]) {
+        snprintf(err, errlen, "\"%s\" is not a sync service address: use ws://HOST:PORT", url);
+        return -1;
+    }
+    snprintf(path, pathcap, "%s", slash ? slash : "/");
+    return 0;
+}

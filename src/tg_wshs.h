@@ -69,4 +69,13 @@ size_t tg_wshs_refusal(char *buf, size_t cap, int status, const char *reason);
 int tg_wshs_parse_response(const char *buf, size_t len, const char *key, int *tgrun,
                            char *err, size_t errlen);
 
+/* HOST:PORT, [v6]:PORT or :PORT (host "" then) into host (hostcap bytes)
+ * and *port (0..65535).  0, or -1 with one sentence in err. */
+int tg_wshs_parse_hostport(const char *s, char *host, size_t hostcap, int *port, char *err, size_t errlen);
+
+/* ws://host[:port][/path] (port default 5050, path "/").  0, or -1 with one
+ * sentence in err (wss:// is refused: no TLS). */
+int tg_wshs_parse_url(const char *url, char *host, size_t hostcap, int *port, char *path, size_t pathcap,
+                      char *err, size_t errlen);
+
 #endif
