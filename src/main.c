@@ -34,6 +34,9 @@ static void usage(FILE *f) {
 "  -p, --param KEY=VALUE  test parameter, repeatable\n"
 "  -g, --group NAME=COUNT composition group of a local run, repeatable\n"
 "      --redis URL        redis://[:password@]host[:port][/db] or unix:///path\n"
+"      --sync ws://HOST:PORT  states, barriers, topics and outcome events through\n"
+"                         a Testground sync service (default: SYNC_SERVICE_HOST and\n"
+"                         SYNC_SERVICE_PORT); Redis then only for the rest\n"
 "      --timeout SECONDS  deadline of the whole run (default 600)\n"
 "      --grace SECONDS    local run: how long instances get after the deadline\n"
 "                         before they are stopped (default 5)\n"
@@ -51,6 +54,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"param", required_argument, 0, 'p'},
         {"group", required_argument, 0, 'g'},
         {"redis", required_argument, 0, 'R'},
+        {"sync", required_argument, 0, 'Y'},
         {"timeout", required_argument, 0, 'T'},
         {"run-id", required_argument, 0, 'I'},
         {"outputs", required_argument, 0, 'O'},
@@ -89,6 +93,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
             o->ngroups++;
             break;
         case 'R': o->redis_url = optarg; break;
+        case 'Y': o->sync_url = optarg; break;
         case 'T':
             if (tg_parse_number(optarg, &d) < 0 || d <= 0)
                 return tg_usage_error("--timeout needs a positive number of seconds, got \"%s\"", optarg);

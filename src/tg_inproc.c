@@ -66,13 +66,18 @@ int tg_inproc_run(tg_local_t *r) {
     int status = 2;
 
     tg_redis_addr_t addr;
+    const tg_redis_addr_t *redis = &addr;
     if (r->redis_url[0]) {
         if (tg_redis_addr_parse(r->redis_url, &addr, err, sizeof err) < 0) {
             status = tg_usage_error("%s", err);
             goto out;
         }
-    } else if (tg_run_redis_target(r->o, &addr) == 2) goto out;
-    if (tg_run_connect(&rt, &r->run, &addr, err, sizeof err) < 0) {
+    } else {
+        int given = tg_run_redis_target(r->o, &addr);
+        if (given == 2) goto out;
+        if (given == 1 && r->run.sync_host[0]) redis = NULL;   /* the sync service alone */
+    }
+    if (tg_run_connect(&rt, &r->run, redis, err, sizeof err) < 0) {
         status = tg_usage_error("%s", err);
         goto out;
     }

@@ -130,7 +130,7 @@ int tg_local_run(const tg_opts_t *o) {
     tg_redis_addr_t addr;
     int rc = tg_run_redis_target(o, &addr);
     if (rc == 2) goto out_loop;
-    if (rc == 1) {
+    if (rc == 1 && !r->run.sync_host[0]) {
         if (tg_redisd_start(&r->redisd, &r->loop, r->tmpdir, r->n * 3 + 1000) != 0) goto out_loop;
         snprintf(r->redis_url, sizeof r->redis_url, "%s", r->redisd.url);
     } else if (o->redis_url) {
