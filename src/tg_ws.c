@@ -80,11 +80,16 @@ static void on_handle_closed(uv_handle_t *h) {
  * close callback, so never from inside a call of the owner's. */
 static void teardown(tg_ws_t *ws, int code, const char *reason) {
     if (ws->state == ST_DEAD) return;
+    int stuck = ws->state == ST_CLOSING && tg_ws_backlog(ws) > 0;
     ws->state = ST_DEAD;
     ws->code = code;
     snprintf(ws->reason, sizeof ws->reason, "%.500s", reason ? reason : "");
     uv_timer_stop(&ws->timer);
-    uv_close((uv_handle_t *)&ws->tcp, on_handle_closed);
+    /* A peer that stopped reading would keep what is still queued (and the
+     * kernel's buffers) alive for minutes: reset instead of a FIN that
+     * could only come after it. */
+    if (!stuck || uv_tcp_close_reset(&ws->tcp, on_handle_closed) != 0)
+        uv_close((uv_handle_t *)&ws->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&ws->timer, on_handle_closed);
 }
 
