@@ -29,6 +29,7 @@
 #include <lualib.h>
 
 #include "tg_rfc3339.h"
+#include "tg_svc.h"
 
 /* ---- ending -------------------------------------------------------------- */
 
@@ -135,6 +136,16 @@ int tg_local_run(const tg_opts_t *o) {
         snprintf(r->redis_url, sizeof r->redis_url, "%s", r->redisd.url);
     } else if (o->redis_url) {
         snprintf(r->redis_url, sizeof r->redis_url, "%s", o->redis_url);
+    }
+
+    if (r->run.sync_host[0]) {
+        /* a sync service nobody can reach is one line, before anything starts */
+        char why[700];
+        if (tg_svc_probe(&r->loop, r->run.sync_host, r->run.sync_port, r->run.sync_path, 5, why, sizeof why) < 0) {
+            status = tg_usage_error("%s (start one, e.g. `tgrun serve`, or fix --sync / SYNC_SERVICE_HOST and "
+                                    "SYNC_SERVICE_PORT)", why);
+            goto out_loop;
+        }
     }
 
     r->tty = !o->quiet && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);

@@ -839,6 +839,46 @@ void tg_svc_detach(tg_rt_t *rt) {
     free(svc);
 }
 
+/* ---- the probe ---------------------------------------------------------------- */
+
+typedef struct probe {
+    int open, done;
+    char why[600];
+} probe_t;
+
+static void probe_open(tg_ws_t *ws, void *data) {
+    probe_t *p = data;
+    p->open = 1;
+    tg_ws_close(ws, 1000, "");
+}
+
+static void probe_message(tg_ws_t *ws, void *data, const char *msg, size_t len) {
+    (void)ws; (void)data; (void)msg; (void)len;
+}
+
+static void probe_closed(tg_ws_t *ws, void *data, int code, const char *reason) {
+    probe_t *p = data;
+    (void)ws; (void)code;
+    p->done = 1;
+    snprintf(p->why, sizeof p->why, "%s", reason && *reason ? reason : "the connection failed");
+}
+
+static const tg_ws_ops_t probe_ops = {probe_open, probe_message, NULL, probe_closed};
+
+int tg_svc_probe(uv_loop_t *loop, const char *host, int port, const char *path, double timeout,
+                 char *err, size_t errlen) {
+    probe_t p = {0};
+    tg_ws_t *ws;
+    char where[300];
+    snprintf(where, sizeof where, "ws://%s%s%s:%d", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+             port);
+    if (tg_ws_connect(&ws, loop, host, port, path, timeout, 1 << 20, &probe_ops, &p, err, errlen) < 0) return -1;
+    while (!p.done) uv_run(loop, UV_RUN_ONCE);  /* bounded: handshake timeout, then 2 s for the close */
+    if (p.open) return 0;
+    snprintf(err, errlen, "cannot reach the sync service at %s: %s", where, p.why);
+    return -1;
+}
+
 size_t tg_svc_inflight(const tg_rt_t *rt) {
     return rt->svc ? rt->svc->pending.len : 0;
 }

@@ -34,6 +34,11 @@
  * sentence in err. */
 int tg_svc_attach(tg_rt_t *rt, const char *host, int port, const char *path, double timeout,
                   char *err, size_t errlen);
+/* Can a sync service be reached there?  Connects, completes the handshake
+ * and closes again, running loop at most timeout seconds (a local run asks
+ * before it starts any instance).  0, or -1 with one sentence in err. */
+int tg_svc_probe(uv_loop_t *loop, const char *host, int port, const char *path, double timeout,
+                 char *err, size_t errlen);
 /* Close the connection (after every instance is gone) and free. */
 void tg_svc_detach(tg_rt_t *rt);
 
