@@ -73,7 +73,7 @@ rcli() { redis-cli -s "$WORK/redis.sock" "$@"; }
 PIDS+=($!)
 PORT=""
 for _ in $(seq 100); do
-    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/serve.out")
+    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/serve.out" 2>/dev/null || true)
     [ -n "$PORT" ] && break
     sleep 0.05
 done
