@@ -554,13 +554,17 @@ static void sub_abort(tg_task_t *t, int why) {
     }
 }
 
-/* svc.subscribe(topic) -> sub.  Does not yield. */
+/* svc.subscribe(topic) -> sub, or svc.subscribe(nil, "run_events") -> a
+ * subscription to the run's outcome events (as Testground's daemon reads
+ * them).  Does not yield. */
 static int l_subscribe(lua_State *L) {
     size_t nlen, klen;
-    const char *name = name_arg(L, 1, &nlen, "topic");
+    int events = lua_isnoneornil(L, 1) && strcmp(luaL_optstring(L, 2, ""), "run_events") == 0;
+    const char *name = events ? "run_events" : name_arg(L, 1, &nlen, "topic");
+    if (events) nlen = strlen(name);
     tg_svc_t *svc = of(L, "subscribe");
     char key[1100];
-    if (!key_of(svc, key, sizeof key, TG_KEY_TOPIC, name, nlen, &klen))
+    if (!key_of(svc, key, sizeof key, events ? TG_KEY_RUN_EVENTS : TG_KEY_TOPIC, name, nlen, &klen))
         return tg_err_raise(L, "invalid", "subscribe: the key is too long");
     ssub_t *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
