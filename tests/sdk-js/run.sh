@@ -92,11 +92,14 @@ mixed_run() {
         --timeout 120 "$HERE/observer.lua" >"$WORK/observer-$case.out" 2>&1 &
     local obs=$!
     for i in $(seq "$N_JS"); do
+        # its own folder: the SDK's logger writes a file "stdout" into the current one
+        mkdir -p "$WORK/js-$case-$i.d"
         env -u REDIS_HOST -u REDIS_PORT TEST_PLAN=svc TEST_CASE="$case" TEST_RUN="$run" \
             TEST_INSTANCE_COUNT="$total" TEST_GROUP_ID=js TEST_GROUP_INSTANCE_COUNT="$N_JS" \
             TEST_INSTANCE_PARAMS="total=$total" TEST_SUBNET=127.1.0.0/16 TEST_OUTPUTS_PATH="$WORK" \
             SYNC_SERVICE_HOST=127.0.0.1 SYNC_SERVICE_PORT="$PORT" \
-            timeout 120 node "$HERE/plan.js" >"$WORK/js-$case-$i.out" 2>&1 &
+            bash -c 'cd "$1" && exec timeout 120 node "$2"' _ "$WORK/js-$case-$i.d" "$HERE/plan.js" \
+            >"$WORK/js-$case-$i.out" 2>&1 &
         pids+=($!)
     done
     env -u REDIS_HOST -u REDIS_PORT timeout 150 "$TG" -n "$M_LUA" -g "lua=$M_LUA" --sync "ws://127.0.0.1:$PORT" \
