@@ -21,18 +21,24 @@
 #include "tg_params.h"
 #include "tg_run.h"
 #include "tg_scalar.h"
+#include "tg_serve.h"
 
 static void usage(FILE *f) {
     fputs(
 "usage: tgrun [options] PLAN.lua             run one instance (env from TEST_*)\n"
 "       tgrun -n N [options] PLAN.lua        run N local instances, one process each\n"
 "       tgrun -n N --inproc [options] PLAN.lua  run N instances in this process\n"
+"       tgrun serve [--listen HOST:PORT] [--redis URL]  a Testground sync service\n"
+"                              (see tgrun serve --help)\n"
 "\n"
 "  -n, --instances N      local run with N instances\n"
 "  -c, --case NAME        test case (default: TEST_CASE, else the plan's only case)\n"
 "  -p, --param KEY=VALUE  test parameter, repeatable\n"
 "  -g, --group NAME=COUNT composition group of a local run, repeatable\n"
 "      --redis URL        redis://[:password@]host[:port][/db] or unix:///path\n"
+"      --sync ws://HOST:PORT  states, barriers, topics and outcome events through\n"
+"                         a Testground sync service (default: SYNC_SERVICE_HOST and\n"
+"                         SYNC_SERVICE_PORT); Redis then only for the rest\n"
 "      --timeout SECONDS  deadline of the whole run (default 600)\n"
 "      --grace SECONDS    local run: how long instances get after the deadline\n"
 "                         before they are stopped (default 5)\n"
@@ -53,12 +59,13 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"param", required_argument, 0, 'p'},
         {"group", required_argument, 0, 'g'},
         {"redis", required_argument, 0, 'R'},
+        {"sync", required_argument, 0, 'Y'},
         {"timeout", required_argument, 0, 'T'},
         {"run-id", required_argument, 0, 'I'},
         {"outputs", required_argument, 0, 'O'},
         {"inproc", no_argument, 0, 'P'},
         {"grace", required_argument, 0, 'G'},
-        {"redis-retry", required_argument, 0, 'Y'},
+        {"redis-retry", required_argument, 0, 'E'},
         {"join", no_argument, 0, 'J'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -95,6 +102,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
             o->ngroups++;
             break;
         case 'R': o->redis_url = optarg; break;
+        case 'Y': o->sync_url = optarg; break;
         case 'T':
             if (tg_parse_number(optarg, &d) < 0 || d <= 0)
                 return tg_usage_error("--timeout needs a positive number of seconds, got \"%s\"", optarg);
@@ -105,7 +113,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
                 return tg_usage_error("--grace needs a number of seconds from 0 to 3600, got \"%s\"", optarg);
             o->grace = d;
             break;
-        case 'Y':
+        case 'E':
             if (tg_parse_number(optarg, &d) < 0 || d < 0 || d > 3600)
                 return tg_usage_error("--redis-retry needs a number of seconds from 0 to 3600, got \"%s\"", optarg);
             o->redis_retry = d;
@@ -156,6 +164,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--_guard") == 0) return guard(argc, argv);
     /* A peer or child that goes away must give an error, not kill tgrun. */
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "serve") == 0) return tg_serve_main(argc - 1, argv + 1);
     int rc = parse_opts(argc, argv, &o);
     if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
     tg_kvlist_free(&o.params);

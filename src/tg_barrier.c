@@ -18,12 +18,10 @@
 #include "tg_keys.h"
 #include "tg_map.h"
 #include "tg_redis.h"
+#include "tg_sargs.h"
 #include "tg_scripts.h"
 
 #define SAFETY_MS 1000
-#define ENTER_ARGC 11           /* enter.lua: 5 keys, 6 arguments */
-#define ENTER_REGISTER 9        /* ARGV[5]: register the target */
-#define ENTER_RESEND 10         /* ARGV[6]: a resend */
 
 /* A task waiting at a barrier; lives exactly as long as that wait. */
 typedef struct bwaiter {
@@ -263,11 +261,11 @@ static int wait_for(lua_State *L, tg_barriers_t *b, int script, lua_Integer targ
         int known = 0;
         for (int i = 0; i < l->nreg; i++) known |= l->reg[i] == target;
         if (!known) {
-            argv[ENTER_REGISTER] = "1";
-            lens[ENTER_REGISTER] = 1;
+            argv[TG_ENTER_REGISTER] = "1";
+            lens[TG_ENTER_REGISTER] = 1;
             if (l->nreg < (int)(sizeof l->reg / sizeof l->reg[0])) l->reg[l->nreg++] = target;
         }
-        mark = ENTER_RESEND;
+        mark = TG_ENTER_RESEND;
     }
     if (tg_redis_eval_marked(b->r, script, on_entered, tg_task_ref(t), t->token, nkeys, argc, argv, lens,
                              mark) < 0) {
@@ -275,36 +273,6 @@ static int wait_for(lua_State *L, tg_barriers_t *b, int script, lua_Integer targ
         tg_wait_abort(t, TG_ABORT_CLOSED);
     }
     return tg_wait_yield(L);
-}
-
-/* enter.lua's arguments: KEYS state, waits, notify, members, ops; ARGV
- * target, ttl, sid, op id, register, resend (see its header). */
-typedef struct enter_args {
-    char state[1024], waits[1024], members[1024], ops[1024], target[32];
-    const char *argv[ENTER_ARGC];
-    size_t lens[ENTER_ARGC];
-} enter_args_t;
-
-static void enter_args(tg_barriers_t *b, enter_args_t *e, const char *name, size_t nlen, const char *target,
-                       const char *sid, size_t sidlen, const char *op, size_t oplen) {
-    const char **argv = e->argv;
-    size_t *lens = e->lens;
-    lens[0] = tg_key(e->state, sizeof e->state, b->P, b->plen, TG_KEY_STATE, name, nlen);
-    lens[1] = tg_key(e->waits, sizeof e->waits, b->P, b->plen, TG_KEY_WAITS, name, nlen);
-    lens[2] = b->notify_len;
-    lens[3] = tg_key(e->members, sizeof e->members, b->P, b->plen, TG_KEY_MEMBERS, name, nlen);
-    lens[4] = tg_key(e->ops, sizeof e->ops, b->P, b->plen, TG_KEY_OPS, name, nlen);
-    argv[0] = e->state;
-    argv[1] = e->waits;
-    argv[2] = b->notify;
-    argv[3] = e->members;
-    argv[4] = e->ops;
-    argv[5] = target; lens[5] = strlen(target);
-    argv[6] = b->rt->ttl; lens[6] = strlen(b->rt->ttl);
-    argv[7] = sid; lens[7] = sidlen;
-    argv[8] = op; lens[8] = oplen;
-    argv[ENTER_REGISTER] = ""; lens[ENTER_REGISTER] = 0;
-    argv[ENTER_RESEND] = ""; lens[ENTER_RESEND] = 0;
 }
 
 static const char *state_arg(lua_State *L, int idx, size_t *len) {
@@ -323,9 +291,11 @@ static int l_signal(lua_State *L) {
     char label[160];
     snprintf(label, sizeof label, "signal_entry('%.*s')", (int)(nlen > 120 ? 120 : nlen), name);
     tg_barriers_t *b = of(L, label);
-    enter_args_t e;
-    enter_args(b, &e, name, nlen, "", member, mlen, op, olen);
-    return tg_call_yield_marked(L, -1, label, TG_SCRIPT_ENTER, 5, ENTER_ARGC, e.argv, e.lens, ENTER_RESEND);
+    tg_enter_args_t e;
+    if (tg_enter_args(&e, b->P, b->plen, name, nlen, -1, b->rt->ttl, member, mlen, op, olen) < 0)
+        return tg_err_raise(L, "invalid", "%s: the name is too long", label);
+    return tg_call_yield_marked(L, -1, label, TG_SCRIPT_ENTER, TG_ENTER_NKEYS, TG_ENTER_ARGC, e.argv, e.lens,
+                                TG_ENTER_RESEND);
 }
 
 /* barrier.wait(state, target, timeout, instances).  Yields until target
@@ -340,13 +310,11 @@ static int l_wait(lua_State *L) {
     char label[160];
     snprintf(label, sizeof label, "barrier '%.*s'", (int)(nlen > 120 ? 120 : nlen), name);
     tg_barriers_t *b = of(L, label);
-    enter_args_t e;
-    snprintf(e.target, sizeof e.target, "%lld", (long long)target);
-    enter_args(b, &e, name, nlen, e.target, "", 0, "", 0);
-    /* await.lua: KEYS state, waits, members; ARGV target, ttl */
-    const char *argv[5] = {e.argv[0], e.argv[1], e.argv[3], e.argv[5], e.argv[6]};
-    size_t lens[5] = {e.lens[0], e.lens[1], e.lens[3], e.lens[5], e.lens[6]};
-    return wait_for(L, b, TG_SCRIPT_AWAIT, target, timeout, instances, label, 3, 5, argv, lens);
+    tg_await_args_t a;
+    if (tg_await_args(&a, b->P, b->plen, name, nlen, target, b->rt->ttl) < 0)
+        return tg_err_raise(L, "invalid", "%s: the name is too long", label);
+    return wait_for(L, b, TG_SCRIPT_AWAIT, target, timeout, instances, label, TG_AWAIT_NKEYS, TG_AWAIT_ARGC,
+                    a.argv, a.lens);
 }
 
 /* barrier.signal_and_wait(state, target, timeout, instances, member, op_id)
@@ -362,10 +330,11 @@ static int l_signal_and_wait(lua_State *L) {
     char label[160];
     snprintf(label, sizeof label, "barrier '%.*s'", (int)(nlen > 120 ? 120 : nlen), name);
     tg_barriers_t *b = of(L, label);
-    enter_args_t e;
-    snprintf(e.target, sizeof e.target, "%lld", (long long)target);
-    enter_args(b, &e, name, nlen, e.target, member, mlen, op, olen);
-    return wait_for(L, b, TG_SCRIPT_ENTER, target, timeout, instances, label, 5, ENTER_ARGC, e.argv, e.lens);
+    tg_enter_args_t e;
+    if (tg_enter_args(&e, b->P, b->plen, name, nlen, target, b->rt->ttl, member, mlen, op, olen) < 0)
+        return tg_err_raise(L, "invalid", "%s: the name is too long", label);
+    return wait_for(L, b, TG_SCRIPT_ENTER, target, timeout, instances, label, TG_ENTER_NKEYS, TG_ENTER_ARGC,
+                    e.argv, e.lens);
 }
 
 /* barrier.stats() -> {notifies=, safety_checks=, waiting=} */

@@ -65,7 +65,7 @@ int tg_inproc_run(tg_local_t *r) {
     if (r->tty) setvbuf(stdout, NULL, _IOLBF, 0);
     int status = 2;
 
-    int crc = tg_run_connect(&rt, &r->run, &r->addr, err, sizeof err);
+    int crc = tg_run_connect(&rt, &r->run, r->have_redis ? &r->addr : NULL, err, sizeof err);
     if (crc < 0) {
         status = tg_run_connect_error(crc, err);
         goto out;

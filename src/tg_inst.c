@@ -20,6 +20,7 @@
 #include "tg_redis.h"
 #include "tg_rt.h"
 #include "tg_session.h"
+#include "tg_svc.h"
 #include "tg_topic.h"
 
 int luaopen_tg_net_c(lua_State *L);
@@ -46,7 +47,8 @@ static void count_active(uv_handle_t *h, void *arg) {
 /* tg.core.stats() -> {tasks=, live_tasks=, handles=, requests=, memory=,
  * instance=}: what is alive now, for tests (every spec checks that nothing
  * is left behind).  handles counts the loop's active handles; requests the
- * Redis requests whose reply has not come back. */
+ * Redis and sync-service requests whose reply has not come back (an open
+ * sync-service subscription counts as one). */
 static int l_stats(lua_State *L) {
     tg_inst_t *inst = tg_ctx(L)->inst;
     int handles = 0;
@@ -58,7 +60,8 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "live_tasks");
     lua_pushinteger(L, handles);
     lua_setfield(L, -2, "handles");
-    lua_pushinteger(L, inst->rt->redis ? (lua_Integer)tg_redis_inflight(inst->rt->redis) : 0);
+    lua_pushinteger(L, (inst->rt->redis ? (lua_Integer)tg_redis_inflight(inst->rt->redis) : 0)
+                       + (lua_Integer)tg_svc_inflight(inst->rt));
     lua_setfield(L, -2, "requests");
     lua_pushinteger(L, (lua_Integer)inst->rt->pool.in_use);
     lua_setfield(L, -2, "memory");
@@ -300,6 +303,7 @@ tg_inst_t *tg_inst_new(tg_rt_t *rt) {
         {"tg.redis", luaopen_tg_redis},
         {"tg.barrier.c", luaopen_tg_barrier_c},
         {"tg.topic.c", luaopen_tg_topic_c},
+        {"tg.svc.c", luaopen_tg_svc_c},
         {"tg.coord.c", luaopen_tg_coord_c},
         {"tg.session.c", luaopen_tg_session_c},
         {"tg.net.c", luaopen_tg_net_c},

@@ -28,6 +28,7 @@
 #include <lualib.h>
 
 #include "tg_rfc3339.h"
+#include "tg_svc.h"
 
 /* ---- ending -------------------------------------------------------------- */
 
@@ -127,7 +128,9 @@ int tg_local_run(const tg_opts_t *o) {
 
     int rc = tg_run_redis_target(o, &r->addr);
     if (rc == 2) goto out_loop;
-    if (rc == 1) {
+    /* with a sync service and no Redis given, there is no Redis at all */
+    r->have_redis = !(rc == 1 && r->run.sync_host[0]);
+    if (rc == 1 && r->have_redis) {
         if (tg_redisd_start(&r->redisd, &r->loop, r->tmpdir, r->n * 4 + 1000, r->exe) != 0) goto out_loop;
         char err[256];
         if (tg_redis_addr_parse(r->redisd.url, &r->addr, err, sizeof err) < 0) {
@@ -139,6 +142,16 @@ int tg_local_run(const tg_opts_t *o) {
      * line is visible to every user of the machine): those go by
      * environment (tg_super.c) */
     tg_redis_addr_url(&r->addr, r->redis_url, sizeof r->redis_url);
+
+    if (r->run.sync_host[0]) {
+        /* a sync service nobody can reach is one line, before anything starts */
+        char why[700];
+        if (tg_svc_probe(&r->loop, r->run.sync_host, r->run.sync_port, r->run.sync_path, 5, why, sizeof why) < 0) {
+            status = tg_usage_error("%s (start one, e.g. `tgrun serve`, or fix --sync / SYNC_SERVICE_HOST and "
+                                    "SYNC_SERVICE_PORT)", why);
+            goto out_loop;
+        }
+    }
 
     r->tty = !o->quiet && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
     r->kids = calloc((size_t)r->n, sizeof *r->kids);

@@ -69,6 +69,7 @@ typedef struct tg_local {
     lua_State *L;               /* only for decoding event lines */
     tg_rt_t *rt;                /* --inproc: the runtime all instances share */
     tg_redis_addr_t addr;       /* the run's Redis, with its credentials */
+    int have_redis;             /* 0: a sync service alone */
     char launch[96];            /* this launch's id (TG_LAUNCH) */
     char outputs[4096], tmpdir[4096], redis_url[4300];
     char exe[4096];

@@ -45,6 +45,7 @@ typedef struct tg_barriers tg_barriers_t;
 typedef struct tg_tickets tg_tickets_t;
 typedef struct tg_sessions tg_sessions_t;
 typedef struct tg_topics tg_topics_t;
+typedef struct tg_svc tg_svc_t;             /* tg_svc.c: the sync-service client */
 
 /* What the extra space of every thread of an instance points to. */
 typedef struct tg_ctx {
@@ -127,6 +128,7 @@ struct tg_rt {
     tg_tickets_t *tickets;      /* tg_coord.c */
     tg_sessions_t *sessions;    /* tg_session.c */
     tg_topics_t *topics;        /* tg_topic.c */
+    tg_svc_t *svc;              /* tg_svc.c, when a sync service is used */
     void (*flush)(void *);      /* push queued I/O to the sockets now ... */
     void *flush_data;           /* ... of this (the transport) */
     int warnings;               /* instances with queued warnings */

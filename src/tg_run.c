@@ -27,7 +27,9 @@
 #include "tg_rfc3339.h"
 #include "tg_scalar.h"
 #include "tg_session.h"
+#include "tg_svc.h"
 #include "tg_topic.h"
+#include "tg_wshs.h"
 
 int tg_usage_error(const char *fmt, ...) {
     va_list ap;
@@ -112,6 +114,21 @@ int tg_run_init(tg_run_t *run, const tg_opts_t *o) {
     if (!(ttl > 86400)) ttl = 86400;
     if (ttl > 31536000) ttl = 31536000;
     snprintf(run->ttl, sizeof run->ttl, "%.0f", ttl);
+    /* the sync service: --sync, else SYNC_SERVICE_HOST (and _PORT, default 5050) */
+    const char *host = getenv("SYNC_SERVICE_HOST"), *port = getenv("SYNC_SERVICE_PORT");
+    if (o->sync_url) {
+        snprintf(run->sync_url, sizeof run->sync_url, "%s", o->sync_url);
+    } else if (host && *host) {
+        long long p = 5050;
+        if (port && *port && (tg_parse_int(port, &p) < 0 || p < 1 || p > 65535))
+            return tg_usage_error("SYNC_SERVICE_PORT is not a port number: \"%s\"", port);
+        snprintf(run->sync_url, sizeof run->sync_url, "ws://%s%s%s:%lld", strchr(host, ':') ? "[" : "", host,
+                 strchr(host, ':') ? "]" : "", p);
+    }
+    if (run->sync_url[0] && tg_wshs_parse_url(run->sync_url, run->sync_host, sizeof run->sync_host,
+                                              &run->sync_port, run->sync_path, sizeof run->sync_path,
+                                              err, sizeof err) < 0)
+        return tg_usage_error("%s", err);
     return 0;
 }
 
@@ -380,6 +397,15 @@ int tg_run_connect(tg_rt_t *rt, const tg_run_t *run, const tg_redis_addr_t *addr
     memcpy(rt->prefix, run->prefix, run->plen + 1);
     rt->plen = run->plen;
     snprintf(rt->ttl, sizeof rt->ttl, "%s", run->ttl);
+    if (run->sync_host[0]) {
+        char why[600];
+        if (tg_svc_attach(rt, run->sync_host, run->sync_port, run->sync_path, 5, why, sizeof why) < 0) {
+            snprintf(err, errlen, "%s (start one, e.g. `tgrun serve`, or fix --sync / SYNC_SERVICE_HOST "
+                     "and SYNC_SERVICE_PORT)", why);
+            return -2;
+        }
+    }
+    if (!addr) return 0;
     if (tg_redis_open(&rt->redis, rt->loop, addr, 5, err, errlen) < 0) return -1;
     if (tg_barrier_attach(rt) < 0 || tg_topic_attach(rt) < 0 || tg_coord_attach(rt) < 0
         || tg_session_attach(rt) < 0) {
@@ -444,6 +470,7 @@ void tg_run_shutdown(tg_rt_t *rt) {
     tg_coord_detach(rt);
     tg_topic_detach(rt);
     tg_barrier_detach(rt);
+    tg_svc_detach(rt);
     tg_redis_close(rt->redis);
     rt->redis = NULL;
     free(rt->prefix);
@@ -539,10 +566,14 @@ int tg_run_single(const tg_opts_t *o) {
     }
 
     tg_redis_addr_t addr;
-    if (tg_run_redis_target(o, &addr) == 2) {
+    int given = tg_run_redis_target(o, &addr);
+    if (given == 2) {
         tg_run_free(&run);
         return 2;
     }
+    /* with a sync service, Redis only when one is given (for the
+     * primitives the service does not have) */
+    const tg_redis_addr_t *redis = run.sync_host[0] && given == 1 ? NULL : &addr;
 
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -558,7 +589,7 @@ int tg_run_single(const tg_opts_t *o) {
     if ((status = tg_run_load_plan(inst, o->plan_path, o->case_name)) != 0) goto out;
     tg_run_set_case(&run, tg_run_case_of(inst));
     if ((status = tg_run_configure(inst, &run, &ic)) != 0) goto out;
-    int crc = tg_run_connect(&rt, &run, &addr, err, sizeof err);
+    int crc = tg_run_connect(&rt, &run, redis, err, sizeof err);
     if (crc < 0) {
         status = tg_run_connect_error(crc, err);
         goto out;

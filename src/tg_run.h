@@ -43,6 +43,7 @@ typedef struct tg_opts {
     tg_group_t groups[TG_MAX_GROUPS];
     int ngroups;
     const char *redis_url;
+    const char *sync_url;       /* --sync ws://HOST:PORT */
     double timeout;
     double grace;               /* local runs: after the deadline, before SIGTERM */
     const char *run_id;
@@ -60,6 +61,9 @@ typedef struct tg_run {
     char prefix[1024];          /* run:<run>:plan:<plan>:case:<case> */
     size_t plen;
     char ttl[24];               /* seconds every key of the run lives */
+    /* the sync service (--sync, else SYNC_SERVICE_HOST/PORT); host "" = none */
+    char sync_host[256], sync_path[256], sync_url[600];
+    int sync_port;
 } tg_run_t;
 
 /* One instance's place in the run (strings are borrowed). */
@@ -107,11 +111,13 @@ int tg_run_result(tg_inst_t *inst);
 /* --redis, else REDIS_HOST/REDIS_PORT: 0; neither given: 1 (a local default
  * in *a); bad: 2 (printed). */
 int tg_run_redis_target(const tg_opts_t *o, tg_redis_addr_t *a);
-/* Connect rt to Redis at addr for run, attach the units that wait on it
- * (barriers, topics, tickets, sessions), and mark the run (P:tg:run holds
- * this launch's id; a reconnect checks it is still there).  0, or -1 with
- * one sentence in err, or -2 when another launch of the run id owns the
- * keys (and --join was not given). */
+/* Connect rt for run: to its sync service when it has one (tg_svc), and
+ * to Redis at addr (NULL: none) with the units that wait on it attached
+ * (barriers, topics, tickets, sessions), marking the run (P:tg:run holds
+ * this launch's id; a reconnect checks it is still there).  0; -1 with one
+ * sentence in err (Redis); -2 with one sentence in err that says what to
+ * do (the sync service, or another launch of the run id owns the keys and
+ * --join was not given). */
 int tg_run_connect(tg_rt_t *rt, const tg_run_t *run, const tg_redis_addr_t *addr, char *err, size_t errlen);
 /* Print tg_run_connect's error with the hint that fits it; returns 2. */
 int tg_run_connect_error(int rc, const char *err);

@@ -227,15 +227,18 @@ static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const c
     if (r->addr.password[0]) env[k++] = env_entry("REDIS_PASSWORD", r->addr.password);
     if (r->addr.user[0]) env[k++] = env_entry("REDIS_USERNAME", r->addr.user);
 
-    const char *argv[12];
+    const char *argv[14];
     int a = 0;
     argv[a++] = r->exe;
     argv[a++] = "--timeout";
     argv[a++] = timeout;
-    argv[a++] = "--redis";
-    argv[a++] = r->redis_url;
-    argv[a++] = "--redis-retry";
-    argv[a++] = retry;
+    if (r->have_redis) {
+        argv[a++] = "--redis";
+        argv[a++] = r->redis_url;
+        argv[a++] = "--redis-retry";
+        argv[a++] = retry;
+    }
+    if (r->o->sync_url) { argv[a++] = "--sync"; argv[a++] = r->o->sync_url; }
     if (r->o->join) argv[a++] = "--join";
     argv[a++] = r->o->plan_path;
     argv[a] = NULL;

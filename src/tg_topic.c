@@ -10,6 +10,7 @@
 #include "tg_keys.h"
 #include "tg_map.h"
 #include "tg_redis.h"
+#include "tg_sargs.h"
 #include "tg_scripts.h"
 
 #define SUB_META "tg.sub"
@@ -184,17 +185,18 @@ static int l_publish(lua_State *L) {
     size_t nlen, vlen;
     const char *name = topic_arg(L, 1, &nlen);
     const char *text = luaL_checklstring(L, 2, &vlen);
-    char label[160], key[1024];
+    char label[160];
     snprintf(label, sizeof label, "publish to topic '%.*s'", (int)(nlen > 120 ? 120 : nlen), name);
     tg_topics_t *ts = of(L, label);
-    size_t klen = tg_key(key, sizeof key, ts->P, ts->plen, TG_KEY_TOPIC, name, nlen);
-    char op[48], okey[1200];
+    char op[48];
     snprintf(op, sizeof op, "%s:p%llu", ts->proc_id, ++ts->seq);
-    size_t olen = tg_key(okey, sizeof okey, ts->P, ts->plen, TG_KEY_OP, op, strlen(op));
-    /* publish.lua: KEYS topic, op record; ARGV value, ttl, resend */
-    const char *argv[5] = {key, okey, text, ts->rt->ttl, ""};
-    size_t lens[5] = {klen, olen, vlen, strlen(ts->rt->ttl), 0};
-    return tg_call_yield_marked(L, -1, label, TG_SCRIPT_PUBLISH, 2, 5, argv, lens, 4);
+    tg_publish_args_t a;
+    char key[TG_KEY_MAX];
+    size_t klen = tg_key(key, sizeof key, ts->P, ts->plen, TG_KEY_TOPIC, name, nlen);
+    if (klen >= sizeof key || tg_publish_args(&a, ts->P, ts->plen, key, klen, text, vlen, ts->rt->ttl, op) < 0)
+        return tg_err_raise(L, "invalid", "%s: the name is too long", label);
+    return tg_call_yield_marked(L, -1, label, TG_SCRIPT_PUBLISH, TG_PUBLISH_NKEYS, TG_PUBLISH_ARGC, a.argv,
+                                a.lens, TG_PUBLISH_RESEND);
 }
 
 /* topic.subscribe(topic) -> sub.  Does not yield: the first value comes

@@ -38,8 +38,19 @@ local function message_of(e)
 end
 
 -- Append the outcome to run_events, bounded: the outcome on stdout and in
--- run.out stands even when Redis is gone.
+-- run.out stands even when Redis is gone.  With a sync service, the event
+-- is published there, as Testground's SDKs do (its daemon counts them).
 local function signal_event(ev)
+  local svc = require "tg.svc.c"
+  if svc.active() then
+    if svc.down() then
+      io.stderr:write("tgrun: could not record the outcome in run_events: ", svc.down(), "\n")
+      return
+    end
+    local ok, err = pcall(svc.event, json.encode(ev), 5)
+    if not ok then io.stderr:write("tgrun: could not record the outcome in run_events: ", tostring(err), "\n") end
+    return
+  end
   local redis = require "tg.redis"
   if redis.down() then return end
   local keys = require "tg.keys"
@@ -99,7 +110,9 @@ function M.main(case_fn)
     env.global_seq = sync.signal_entry("initialized_global")
     env.group_seq = sync.signal_entry("initialized_group_" .. cfg.group_id)
     cfg.global_seq, cfg.group_seq = env.global_seq, env.group_seq   -- for tg.roles
-    heartbeat = session.start(env.global_seq)
+    -- sessions (locks given back, peer failures told) live in Redis: none
+    -- when a sync service is used without it
+    if not require("tg.redis").down() then heartbeat = session.start(env.global_seq) end
     case_fn(env)
   end, function(e)
     return { e = e, tb = debug.traceback(nil, 2), handled = true }

@@ -6,8 +6,23 @@
 local core = require "tg.core"
 local json = require "tg.json"
 local check = require "tg.check"
-local barrier = require "tg.barrier.c"   -- states and barriers over Redis (src/tg_barrier.c)
-local topics = require "tg.topic.c"      -- topics and subscriptions (src/tg_topic.c)
+local svc = require "tg.svc.c"           -- the sync-service client (src/tg_svc.c)
+
+-- The backend, chosen once, at the first call (a plan requires tg.sync
+-- before the runtime has connected): with a sync service (--sync,
+-- SYNC_SERVICE_HOST) states, barriers and topics go through it, else
+-- through Redis.  Both C modules take the same calls.
+local backend = { }
+setmetatable(backend, { __index = function(t, k)
+  if svc.active() then
+    t.barrier, t.topics = svc, svc
+  else
+    t.barrier = require "tg.barrier.c"   -- states and barriers over Redis (src/tg_barrier.c)
+    t.topics = require "tg.topic.c"      -- topics and subscriptions (src/tg_topic.c)
+  end
+  setmetatable(t, nil)
+  return rawget(t, k)
+end })
 
 local sync = {}
 
@@ -42,7 +57,7 @@ end
 -- order.  opts.op_id makes a retry return the first answer.
 function sync.signal_entry(state, opts)
   check.name("signal_entry", "state", state)
-  return barrier.signal(state, member(), op_id("signal_entry", opts))
+  return backend.barrier.signal(state, member(), op_id("signal_entry", opts))
 end
 
 -- sync.barrier(state, target [, opts]): wait until target instances entered.
@@ -51,7 +66,7 @@ function sync.barrier(state, target, opts)
   target = check.count("barrier", "target", target, 0)
   local timeout = check.timeout("barrier", opts)
   if target == 0 then return end
-  barrier.wait(state, target, timeout, failure_check(opts))
+  backend.barrier.wait(state, target, timeout, failure_check(opts))
 end
 
 -- sync.signal_and_wait(state, target [, opts]) -> seq: enter, then wait.
@@ -60,7 +75,7 @@ function sync.signal_and_wait(state, target, opts)
   check.name("signal_and_wait", "state", state)
   target = check.count("signal_and_wait", "target", target, 0)
   local timeout = check.timeout("signal_and_wait", opts)
-  return barrier.signal_and_wait(state, target, timeout, failure_check(opts), member(),
+  return backend.barrier.signal_and_wait(state, target, timeout, failure_check(opts), member(),
     op_id("signal_and_wait", opts))
 end
 
@@ -76,7 +91,7 @@ function sync.publish(topic, value)
     check.fail("publish to topic '%s': the value is %d bytes as JSON; a value may be at most %d MiB",
       topic, #text, check.MAX_VALUE // 1048576)
   end
-  return topics.publish(topic, text)
+  return backend.topics.publish(topic, text)
 end
 
 local Sub = {}
@@ -87,7 +102,7 @@ Sub.__index = Sub
 function sync.subscribe(topic, opts)
   check.name("subscribe", "topic", topic)
   local timeout = check.timeout("subscribe", opts)
-  return setmetatable({ raw = topics.subscribe(topic), topic = topic,
+  return setmetatable({ raw = backend.topics.subscribe(topic), topic = topic,
     timeout = timeout }, Sub)
 end
 
@@ -145,13 +160,23 @@ function sync.publish_subscribe(topic, value, opts)
 end
 
 -- further coordination: mutex, semaphore, election, double_barrier, counter,
--- queue -- loaded on first use (a state that never locks does not carry it)
-local coord_names = { mutex = true, semaphore = true, election = true, double_barrier = true,
-  counter = true, queue = true }
+-- queue -- loaded on first use (a state that never locks does not carry it).
+-- A sync service has none of them: with one, they need Redis as well, and
+-- without it each fails with one clear "unsupported" error when called.
+local coord_names = { mutex = "mutexes", semaphore = "semaphores", election = "elections",
+  double_barrier = "double barriers", counter = "counters", queue = "queues" }
 return setmetatable(sync, { __index = function(t, k)
-  if coord_names[k] then
-    local v = require("tg.coord")[k]
-    rawset(t, k, v)
-    return v
+  local what = coord_names[k]
+  if not what then return nil end
+  local v
+  if svc.active() and require("tg.redis").down() then
+    v = function()
+      error(core.error("unsupported", ("sync.%s needs Redis: the sync service (%s) has no %s; give Redis "
+        .. "as well (REDIS_HOST/REDIS_PORT or --redis URL) to use it"):format(k, svc.where(), what)), 2)
+    end
+  else
+    v = require("tg.coord")[k]
   end
+  rawset(t, k, v)
+  return v
 end })

@@ -48,6 +48,13 @@ local function shq(s)
 end
 h.shq = shq
 
+-- The environment part of a command: opts.unset names variables the child
+-- must not inherit (REDIS_HOST, to run without Redis).
+local function env_cmd(cmd, env, opts)
+  for _, k in ipairs(opts and opts.unset or {}) do cmd[#cmd + 1] = "-u " .. k end
+  for k, v in pairs(env or {}) do cmd[#cmd + 1] = shq(k .. "=" .. v) end
+end
+
 -- Run tgrun with args (a list) and env (a table of variables); waits for it.
 -- opts.cwd: where; opts.prefix: words before it (e.g. {"ip", "netns", "exec", NS}).
 -- Returns {code =, stdout =, stderr =, secs =}.
@@ -56,7 +63,7 @@ function h.run(args, env, opts)
   local cmd = { "cd", shq(opts and opts.cwd or dir), "&&" }
   for _, w in ipairs(opts and opts.prefix or {}) do cmd[#cmd + 1] = shq(w) end
   cmd[#cmd + 1] = "env"
-  for k, v in pairs(env or {}) do cmd[#cmd + 1] = shq(k .. "=" .. v) end
+  env_cmd(cmd, env, opts)
   cmd[#cmd + 1] = shq(h.tgrun)
   for _, a in ipairs(args) do cmd[#cmd + 1] = shq(a) end
   cmd[#cmd + 1] = ">" .. dir .. "/out 2>" .. dir .. "/err </dev/null; echo $? >" .. dir .. "/rc"
@@ -73,7 +80,7 @@ function h.spawn(args, env, opts)
   local cmd = { "cd", shq(opts and opts.cwd or dir), "&&" }
   for _, w in ipairs(opts and opts.prefix or {}) do cmd[#cmd + 1] = shq(w) end
   cmd[#cmd + 1] = "env"
-  for k, v in pairs(env or {}) do cmd[#cmd + 1] = shq(k .. "=" .. v) end
+  env_cmd(cmd, env, opts)
   cmd[#cmd + 1] = shq(h.tgrun)
   for _, a in ipairs(args) do cmd[#cmd + 1] = shq(a) end
   local inner = table.concat(cmd, " ") .. " >" .. dir .. "/out 2>" .. dir .. "/err </dev/null"

@@ -1,0 +1,69 @@
+/* tg_sargs.c -- see tg_sargs.h. */
+#include "tg_sargs.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "tg_keys.h"
+
+#define KEY(buf, kind, n, l) tg_key((buf), sizeof (buf), P, plen, (kind), (n), (l))
+
+int tg_enter_args(tg_enter_args_t *e, const char *P, size_t plen, const char *name, size_t nlen,
+                  long long target, const char *ttl, const char *sid, size_t sidlen, const char *op, size_t oplen) {
+    size_t *l = e->lens;
+    const char **v = e->argv;
+    l[0] = KEY(e->state, TG_KEY_STATE, name, nlen);
+    l[1] = KEY(e->waits, TG_KEY_WAITS, name, nlen);
+    l[2] = KEY(e->notify, TG_KEY_NOTIFY, NULL, 0);
+    l[3] = KEY(e->members, TG_KEY_MEMBERS, name, nlen);
+    l[4] = KEY(e->ops, TG_KEY_OPS, name, nlen);
+    for (int i = 0; i < TG_ENTER_NKEYS; i++)
+        if (l[i] >= TG_KEY_MAX) return -1;
+    v[0] = e->state;
+    v[1] = e->waits;
+    v[2] = e->notify;
+    v[3] = e->members;
+    v[4] = e->ops;
+    if (target >= 0) l[5] = (size_t)snprintf(e->target, sizeof e->target, "%lld", target);
+    else e->target[0] = '\0', l[5] = 0;
+    v[5] = e->target;
+    v[6] = ttl; l[6] = strlen(ttl);
+    v[7] = sid; l[7] = sidlen;
+    v[8] = op; l[8] = oplen;
+    v[TG_ENTER_REGISTER] = ""; l[TG_ENTER_REGISTER] = 0;
+    v[TG_ENTER_RESEND] = ""; l[TG_ENTER_RESEND] = 0;
+    return 0;
+}
+
+int tg_await_args(tg_await_args_t *a, const char *P, size_t plen, const char *name, size_t nlen,
+                  long long target, const char *ttl) {
+    size_t *l = a->lens;
+    l[0] = KEY(a->state, TG_KEY_STATE, name, nlen);
+    l[1] = KEY(a->waits, TG_KEY_WAITS, name, nlen);
+    l[2] = KEY(a->members, TG_KEY_MEMBERS, name, nlen);
+    if (l[0] >= TG_KEY_MAX || l[1] >= TG_KEY_MAX || l[2] >= TG_KEY_MAX) return -1;
+    a->argv[0] = a->state;
+    a->argv[1] = a->waits;
+    a->argv[2] = a->members;
+    l[3] = (size_t)snprintf(a->target, sizeof a->target, "%lld", target);
+    a->argv[3] = a->target;
+    a->argv[4] = ttl; l[4] = strlen(ttl);
+    return 0;
+}
+
+int tg_publish_args(tg_publish_args_t *p, const char *P, size_t plen, const char *key, size_t klen,
+                    const char *value, size_t vlen, const char *ttl, const char *op) {
+    size_t *l = p->lens;
+    if (klen >= TG_KEY_MAX) return -1;
+    memcpy(p->topic, key, klen);
+    p->topic[klen] = '\0';
+    l[0] = klen;
+    l[1] = KEY(p->op, TG_KEY_OP, op, strlen(op));
+    if (l[1] >= TG_KEY_MAX) return -1;
+    p->argv[0] = p->topic;
+    p->argv[1] = p->op;
+    p->argv[2] = value; l[2] = vlen;
+    p->argv[3] = ttl; l[3] = strlen(ttl);
+    p->argv[TG_PUBLISH_RESEND] = ""; l[TG_PUBLISH_RESEND] = 0;
+    return 0;
+}

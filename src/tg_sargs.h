@@ -1,0 +1,66 @@
+/*
+ * tg_sargs.h -- the argument vectors of the server-side scripts that states
+ * and topics run: enter.lua, await.lua and publish.lua (each script's
+ * header says what its arguments mean).  The one place that knows their
+ * order, used by tg_barrier and tg_topic (tgrun instances) and tg_serve
+ * (the sync service); coord.lua's vector is tg_coord_argv.
+ *
+ * Each builder fills a struct that holds the keys it built and the argv
+ * and lens that point into it and into the caller's strings (which must
+ * outlive the struct's use).  Pure: no libuv, no hiredis.
+ */
+#ifndef TG_SARGS_H
+#define TG_SARGS_H
+
+#include <stddef.h>
+
+#define TG_KEY_MAX 1100         /* the longest key built here */
+
+/* enter.lua: KEYS state, waits, notify, members, ops; ARGV target, ttl,
+ * sid, op id, register, resend. */
+#define TG_ENTER_NKEYS 5
+#define TG_ENTER_ARGC 11
+#define TG_ENTER_REGISTER 9     /* argv index of ARGV[5], "1" to register the target */
+#define TG_ENTER_RESEND 10      /* argv index of ARGV[6], "1" on a resend */
+typedef struct tg_enter_args {
+    char state[TG_KEY_MAX], waits[TG_KEY_MAX], notify[TG_KEY_MAX], members[TG_KEY_MAX], ops[TG_KEY_MAX];
+    char target[32];
+    const char *argv[TG_ENTER_ARGC];
+    size_t lens[TG_ENTER_ARGC];
+} tg_enter_args_t;
+
+/* Enter state name (nlen bytes) of the run with prefix P: target < 0 when
+ * the caller only signals; sid and op may be "" (no instance number, no op
+ * id).  0, or -1 when a key would not fit. */
+int tg_enter_args(tg_enter_args_t *e, const char *P, size_t plen, const char *name, size_t nlen,
+                  long long target, const char *ttl, const char *sid, size_t sidlen, const char *op, size_t oplen);
+
+/* await.lua: KEYS state, waits, members; ARGV target, ttl. */
+#define TG_AWAIT_NKEYS 3
+#define TG_AWAIT_ARGC 5
+typedef struct tg_await_args {
+    char state[TG_KEY_MAX], waits[TG_KEY_MAX], members[TG_KEY_MAX], target[32];
+    const char *argv[TG_AWAIT_ARGC];
+    size_t lens[TG_AWAIT_ARGC];
+} tg_await_args_t;
+
+int tg_await_args(tg_await_args_t *a, const char *P, size_t plen, const char *name, size_t nlen,
+                  long long target, const char *ttl);
+
+/* publish.lua: KEYS topic, op record; ARGV value, ttl, resend. */
+#define TG_PUBLISH_NKEYS 2
+#define TG_PUBLISH_ARGC 5
+#define TG_PUBLISH_RESEND 4     /* argv index of ARGV[3] */
+typedef struct tg_publish_args {
+    char topic[TG_KEY_MAX], op[TG_KEY_MAX];
+    const char *argv[TG_PUBLISH_ARGC];
+    size_t lens[TG_PUBLISH_ARGC];
+} tg_publish_args_t;
+
+/* Publish value (vlen bytes, JSON) to the stream key (a topic, or the
+ * run's run_events) of the run with prefix P; op is an id unique in the run
+ * (a resend finds the first answer under it). */
+int tg_publish_args(tg_publish_args_t *p, const char *P, size_t plen, const char *key, size_t klen,
+                    const char *value, size_t vlen, const char *ttl, const char *op);
+
+#endif
