@@ -1,7 +1,8 @@
 -- feasible.lua -- how far can a barrier still get, now that peers died?
 --
 -- KEYS[1]  state counter  P:states:<state>
--- KEYS[2]  membership     P:tg:members:<state> (u32 #<sid> != 0: that instance entered)
+-- KEYS[2]  slots          P:tg:members:<state> (low 31 bits of u32 slot <sid> != 0:
+--                                               that instance entered)
 -- KEYS[3]  dead instances P:tg:dead (set of sids)
 -- Reply:   {count, number of dead instances, how many of them had entered,
 --           "sid, sid, ..." of the dead}
@@ -16,8 +17,8 @@ local get = {}
 for _, sid in ipairs(dead) do
   if tonumber(sid) then
     get[#get + 1] = 'GET'
-    get[#get + 1] = 'u32'
-    get[#get + 1] = '#' .. sid
+    get[#get + 1] = 'u31'
+    get[#get + 1] = 32 * tonumber(sid) + 1
   end
 end
 if #get > 0 then

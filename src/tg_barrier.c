@@ -39,8 +39,6 @@ typedef struct blist {
     long long count;
     long long instances;        /* the run's instance count, for peer_failed */
     int checking;               /* a feasibility check is in flight */
-    long long reg[4];           /* targets this process registered */
-    int nreg;
     bwaiter_t *head;
     size_t klen, noff;          /* the state key; its name starts at noff */
     char key[];
@@ -232,9 +230,9 @@ static void on_entered(tg_redis_t *r, const redisReply *rep, void *data, uint64_
 /* Register a waiter for the state (argv[0] is its key) and run the script
  * (enter.lua, or await.lua when it only waits).  The waiter is registered
  * before the script is sent, so a notification that overtakes the reply is
- * not lost.  enter.lua's ARGV[5] ("register") is set here: the first waiter
- * of this process for a target registers it, so that any entry that
- * reaches it -- whatever its own target -- pushes the release. */
+ * not lost.  The script registers the target on the server in the same
+ * step, so that any entry that reaches it -- whatever its own target --
+ * pushes the release. */
 static int wait_for(lua_State *L, tg_barriers_t *b, int script, lua_Integer target, double timeout,
                     lua_Integer instances, const char *label, int nkeys, int argc,
                     const char **argv, size_t *lens) {
@@ -256,17 +254,7 @@ static int wait_for(lua_State *L, tg_barriers_t *b, int script, lua_Integer targ
     if (l->head) l->head->prev = w;
     l->head = w;
     tg_wait_on_abort(t, bw_abort, w);
-    int mark = -1;
-    if (script == TG_SCRIPT_ENTER) {
-        int known = 0;
-        for (int i = 0; i < l->nreg; i++) known |= l->reg[i] == target;
-        if (!known) {
-            argv[TG_ENTER_REGISTER] = "1";
-            lens[TG_ENTER_REGISTER] = 1;
-            if (l->nreg < (int)(sizeof l->reg / sizeof l->reg[0])) l->reg[l->nreg++] = target;
-        }
-        mark = TG_ENTER_RESEND;
-    }
+    int mark = script == TG_SCRIPT_ENTER ? TG_ENTER_RESEND : -1;
     if (tg_redis_eval_marked(b->r, script, on_entered, tg_task_ref(t), t->token, nkeys, argc, argv, lens,
                              mark) < 0) {
         tg_task_unref(t);

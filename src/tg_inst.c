@@ -158,7 +158,7 @@ static int push_key(lua_State *L, int kind, const char *name, size_t nlen) {
     return 1;
 }
 
-/* keys.<kind>(name) -> key: state, topic, waits, members, inbox, sem,
+/* keys.<kind>(name) -> key: state, topic, members, inbox, sem,
  * mutex, election, queue, counter, ops, op, tg */
 static int l_key(lua_State *L) {
     size_t nlen;

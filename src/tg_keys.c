@@ -13,7 +13,6 @@ static const struct {
     [TG_KEY_STATE] = {"state", ":states:", 1},
     [TG_KEY_TOPIC] = {"topic", ":topics:", 1},
     [TG_KEY_RUN_EVENTS] = {"run_events", ":run_events", 0},
-    [TG_KEY_WAITS] = {"waits", ":tg:waits:", 2},
     [TG_KEY_MEMBERS] = {"members", ":tg:members:", 2},
     [TG_KEY_NOTIFY] = {"notify", ":tg:notify", 0},
     [TG_KEY_DEAD] = {"dead", ":tg:dead", 0},

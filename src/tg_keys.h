@@ -8,8 +8,8 @@
  *   P:states:<state>          counter (INCR)                 Go SDK compatible
  *   P:topics:<topic>          stream, field p = JSON value   Go SDK compatible
  *   P:run_events              stream, field p = JSON event   Go SDK compatible
- *   P:tg:waits:<state>        zset of awaited targets
- *   P:tg:members:<state>      bitmap: bit <sid> = instance entered; bit 0 = targets registered
+ *   P:tg:members:<state>      BITFIELD of u32 slots: slot i's top bit = target i
+ *                             awaited, its low 31 bits = instance i's seq
  *   P:tg:notify               stream: s/n = state reached count, d = instance died
  *   P:tg:dead                 set of dead sids
  *   P:tg:sessions             zset sid -> expiry (ms)
@@ -36,7 +36,7 @@
 
 typedef enum tg_key_kind {
     TG_KEY_STATE, TG_KEY_TOPIC, TG_KEY_RUN_EVENTS,
-    TG_KEY_WAITS, TG_KEY_MEMBERS, TG_KEY_NOTIFY, TG_KEY_DEAD, TG_KEY_SESSIONS,
+    TG_KEY_MEMBERS, TG_KEY_NOTIFY, TG_KEY_DEAD, TG_KEY_SESSIONS,
     TG_KEY_INBOX, TG_KEY_SEM, TG_KEY_MUTEX, TG_KEY_ELECTION, TG_KEY_QUEUE,
     TG_KEY_COUNTER, TG_KEY_OPS, TG_KEY_OP, TG_KEY_RUN, TG_KEY_TG,
     TG_KEY_NKINDS

@@ -13,24 +13,21 @@ int tg_enter_args(tg_enter_args_t *e, const char *P, size_t plen, const char *na
     size_t *l = e->lens;
     const char **v = e->argv;
     l[0] = KEY(e->state, TG_KEY_STATE, name, nlen);
-    l[1] = KEY(e->waits, TG_KEY_WAITS, name, nlen);
+    l[1] = KEY(e->members, TG_KEY_MEMBERS, name, nlen);
     l[2] = KEY(e->notify, TG_KEY_NOTIFY, NULL, 0);
-    l[3] = KEY(e->members, TG_KEY_MEMBERS, name, nlen);
-    l[4] = KEY(e->ops, TG_KEY_OPS, name, nlen);
+    l[3] = KEY(e->ops, TG_KEY_OPS, name, nlen);
     for (int i = 0; i < TG_ENTER_NKEYS; i++)
         if (l[i] >= TG_KEY_MAX) return -1;
     v[0] = e->state;
-    v[1] = e->waits;
+    v[1] = e->members;
     v[2] = e->notify;
-    v[3] = e->members;
-    v[4] = e->ops;
-    if (target >= 0) l[5] = (size_t)snprintf(e->target, sizeof e->target, "%lld", target);
-    else e->target[0] = '\0', l[5] = 0;
-    v[5] = e->target;
-    v[6] = ttl; l[6] = strlen(ttl);
-    v[7] = sid; l[7] = sidlen;
-    v[8] = op; l[8] = oplen;
-    v[TG_ENTER_REGISTER] = ""; l[TG_ENTER_REGISTER] = 0;
+    v[3] = e->ops;
+    if (target >= 0) l[4] = (size_t)snprintf(e->target, sizeof e->target, "%lld", target);
+    else e->target[0] = '\0', l[4] = 0;
+    v[4] = e->target;
+    v[5] = ttl; l[5] = strlen(ttl);
+    v[6] = sid; l[6] = sidlen;
+    v[7] = op; l[7] = oplen;
     v[TG_ENTER_RESEND] = ""; l[TG_ENTER_RESEND] = 0;
     return 0;
 }
@@ -39,15 +36,13 @@ int tg_await_args(tg_await_args_t *a, const char *P, size_t plen, const char *na
                   long long target, const char *ttl) {
     size_t *l = a->lens;
     l[0] = KEY(a->state, TG_KEY_STATE, name, nlen);
-    l[1] = KEY(a->waits, TG_KEY_WAITS, name, nlen);
-    l[2] = KEY(a->members, TG_KEY_MEMBERS, name, nlen);
-    if (l[0] >= TG_KEY_MAX || l[1] >= TG_KEY_MAX || l[2] >= TG_KEY_MAX) return -1;
+    l[1] = KEY(a->members, TG_KEY_MEMBERS, name, nlen);
+    if (l[0] >= TG_KEY_MAX || l[1] >= TG_KEY_MAX) return -1;
     a->argv[0] = a->state;
-    a->argv[1] = a->waits;
-    a->argv[2] = a->members;
-    l[3] = (size_t)snprintf(a->target, sizeof a->target, "%lld", target);
-    a->argv[3] = a->target;
-    a->argv[4] = ttl; l[4] = strlen(ttl);
+    a->argv[1] = a->members;
+    l[2] = (size_t)snprintf(a->target, sizeof a->target, "%lld", target);
+    a->argv[2] = a->target;
+    a->argv[3] = ttl; l[3] = strlen(ttl);
     return 0;
 }
 

@@ -16,14 +16,13 @@
 
 #define TG_KEY_MAX 1100         /* the longest key built here */
 
-/* enter.lua: KEYS state, waits, notify, members, ops; ARGV target, ttl,
- * sid, op id, register, resend. */
-#define TG_ENTER_NKEYS 5
-#define TG_ENTER_ARGC 11
-#define TG_ENTER_REGISTER 9     /* argv index of ARGV[5], "1" to register the target */
-#define TG_ENTER_RESEND 10      /* argv index of ARGV[6], "1" on a resend */
+/* enter.lua: KEYS state, members, notify, ops; ARGV target, ttl, sid, op
+ * id, resend. */
+#define TG_ENTER_NKEYS 4
+#define TG_ENTER_ARGC 9
+#define TG_ENTER_RESEND 8       /* argv index of ARGV[5], "1" on a resend */
 typedef struct tg_enter_args {
-    char state[TG_KEY_MAX], waits[TG_KEY_MAX], notify[TG_KEY_MAX], members[TG_KEY_MAX], ops[TG_KEY_MAX];
+    char state[TG_KEY_MAX], members[TG_KEY_MAX], notify[TG_KEY_MAX], ops[TG_KEY_MAX];
     char target[32];
     const char *argv[TG_ENTER_ARGC];
     size_t lens[TG_ENTER_ARGC];
@@ -35,11 +34,11 @@ typedef struct tg_enter_args {
 int tg_enter_args(tg_enter_args_t *e, const char *P, size_t plen, const char *name, size_t nlen,
                   long long target, const char *ttl, const char *sid, size_t sidlen, const char *op, size_t oplen);
 
-/* await.lua: KEYS state, waits, members; ARGV target, ttl. */
-#define TG_AWAIT_NKEYS 3
-#define TG_AWAIT_ARGC 5
+/* await.lua: KEYS state, members; ARGV target, ttl. */
+#define TG_AWAIT_NKEYS 2
+#define TG_AWAIT_ARGC 4
 typedef struct tg_await_args {
-    char state[TG_KEY_MAX], waits[TG_KEY_MAX], members[TG_KEY_MAX], target[32];
+    char state[TG_KEY_MAX], members[TG_KEY_MAX], target[32];
     const char *argv[TG_AWAIT_ARGC];
     size_t lens[TG_AWAIT_ARGC];
 } tg_await_args_t;

@@ -22,7 +22,6 @@ TG_TEST(every_kind) {
         {TG_KEY_STATE, "s", P ":states:s"},
         {TG_KEY_TOPIC, "t", P ":topics:t"},
         {TG_KEY_RUN_EVENTS, "ignored", P ":run_events"},
-        {TG_KEY_WAITS, "s", P ":tg:waits:s"},
         {TG_KEY_MEMBERS, "s", P ":tg:members:s"},
         {TG_KEY_NOTIFY, NULL, P ":tg:notify"},
         {TG_KEY_DEAD, NULL, P ":tg:dead"},

@@ -181,8 +181,9 @@ describe("outcome and event lines", function()
     local run = h.uniq("sidecar")
     local p = h.spawn({ CASES }, redis_env({ TEST_RUN = run, TEST_PLAN = "pl", TEST_CASE = "ok",
       TEST_SIDECAR = "true", TEST_INSTANCE_COUNT = "1" }))
-    local key = ("run:%s:plan:pl:case:ok:tg:waits:network-initialized"):format(run)
-    assert.truthy(h.wait_until(function() return redis.call({ "EXISTS", key }) == 1 end, 10))
+    -- the waiter registered its target (1) in the state's slots
+    local key = ("run:%s:plan:pl:case:ok:tg:members:network-initialized"):format(run)
+    assert.truthy(h.wait_until(function() return redis.call({ "GETBIT", key, 32 * 1 }) == 1 end, 10))
     assert.is_nil(h.read(p.dir .. "/rc"))           -- still waiting
     redis.call({ "INCR", ("run:%s:plan:pl:case:ok:states:network-initialized"):format(run) })
     local r = assert(p:wait(10))
