@@ -1,13 +1,17 @@
 /*
  * tg_session.c -- see tg_session.h.
  *
- * The heartbeat runs on a thread of its own with a connection of its own
- * (blocking hiredis, "tgrun-beat"): liveness must not depend on the event
- * loop, which plan code that does not yield (a long computation, a
- * blocking os.execute) holds up.  The thread and the loop share only the
- * list of sessions and the results of the last beat, under one mutex; the
- * thread wakes the loop with a uv_async when there is something to say.
- * Nothing else of the runtime is touched from the thread.
+ * Two beats, so that liveness never depends on the event loop alone.  The
+ * loop beats every ttl/3 on the transport's command connection (no
+ * connection of its own: a process keeps to two).  A thread watches it: when
+ * the loop missed a beat -- plan code that does not yield, a blocking
+ * os.execute -- the thread beats instead, over a connection of its own
+ * (blocking hiredis, "tgrun-beat") that it opens for that and closes again
+ * once the loop has been beating for a while.  The thread and the loop
+ * share only the list of sessions, the time of the loop's last beat and
+ * the results of the thread's beats, under one mutex; the thread wakes the
+ * loop with a uv_async when there is something to say.  Nothing else of
+ * the runtime is touched from the thread.
  *
  * What a beat answers: the caller's sessions that the run declared dead
  * (this process was stopped or cut off for longer than the TTL while the
@@ -29,6 +33,7 @@
 #include "tg_scripts.h"
 
 #define BEAT_IO_TIMEOUT_S 2     /* a beat that takes longer failed */
+#define HEALTHY_BEATS 6         /* loop beats in a row before the thread lets go */
 
 typedef struct session {
     char sid[24];
@@ -55,11 +60,14 @@ struct tg_sessions {
     int stop;
     char *dead;                 /* "sid sid ..." the last beat found dead (malloc'd) */
     char fail[300];             /* why the last beat failed, "" if it did not */
-    unsigned long long beats;
+    unsigned long long beats, thread_beats;
+    uint64_t loop_beat_at;      /* uv_hrtime() of the loop's last beat */
     /* the loop's side */
-    int thread_on, failing;
+    int thread_on, failing, closing;
     uv_thread_t thread;
     uv_async_t async;
+    uv_timer_t timer;           /* the loop's beat */
+    tg_redis_t *r;
     redisContext *c;            /* the thread's own */
 };
 
@@ -164,39 +172,54 @@ static void beat_once(tg_sessions_t *s, const char *sids, long long ttl_ms) {
         free(s->dead);
         s->dead = dead;
     }
-    s->beats++;
     uv_mutex_unlock(&s->mu);
     uv_async_send(&s->async);
 }
 
+/* "sid sid ..." of the sessions (under mu); malloc'd, NULL when none. */
+static char *sid_list(tg_sessions_t *s) {
+    if (s->n == 0) return NULL;
+    size_t len = 1;
+    for (int i = 0; i < s->n; i++) len += strlen(s->list[i].sid) + 1;
+    char *sids = malloc(len), *p = sids;
+    if (!sids) return NULL;
+    for (int i = 0; i < s->n; i++) {
+        size_t k = strlen(s->list[i].sid);
+        memcpy(p, s->list[i].sid, k);
+        p += k;
+        *p++ = ' ';
+    }
+    *p = '\0';
+    return sids;
+}
+
+/* Watch the loop's beats; beat instead when it missed one. */
 static void beat_thread(void *arg) {
     tg_sessions_t *s = arg;
-    uint64_t next = 0;
+    int healthy = 0;
     uv_mutex_lock(&s->mu);
     while (!s->stop) {
+        uint64_t period = (uint64_t)(s->ttl_ms / 3) * 1000000ULL;
+        uv_cond_timedwait(&s->cond, &s->mu, period / 2);
+        if (s->stop) break;
         uint64_t now = uv_hrtime();
-        if (now < next) {
-            uv_cond_timedwait(&s->cond, &s->mu, next - now);
+        if (now - s->loop_beat_at < period + period / 2) {
+            /* the loop beats: let go of the connection after a while */
+            if (s->c && ++healthy >= HEALTHY_BEATS * 2) {
+                redisFree(s->c);
+                s->c = NULL;
+            }
             continue;
         }
+        healthy = 0;
+        char *sids = sid_list(s);
         long long ttl_ms = s->ttl_ms;
-        next = now + (uint64_t)(ttl_ms / 3) * 1000000ULL;
-        if (s->n == 0) continue;
-        size_t len = 1;
-        for (int i = 0; i < s->n; i++) len += strlen(s->list[i].sid) + 1;
-        char *sids = malloc(len), *p = sids;
         if (!sids) continue;
-        for (int i = 0; i < s->n; i++) {
-            size_t k = strlen(s->list[i].sid);
-            memcpy(p, s->list[i].sid, k);
-            p += k;
-            *p++ = ' ';
-        }
-        *p = '\0';
         uv_mutex_unlock(&s->mu);
         beat_once(s, sids, ttl_ms);            /* the lock is not held across I/O */
         free(sids);
         uv_mutex_lock(&s->mu);
+        s->thread_beats++;
     }
     uv_mutex_unlock(&s->mu);
     if (s->c) redisFree(s->c);
@@ -205,15 +228,10 @@ static void beat_thread(void *arg) {
 
 /* ---- the loop's side --------------------------------------------------------- */
 
-/* The thread has news: failures to report, instances declared dead. */
-static void on_async(uv_async_t *h) {
-    tg_sessions_t *s = h->data;
-    char fail[300];
-    uv_mutex_lock(&s->mu);
-    char *dead = s->dead;
-    s->dead = NULL;
-    snprintf(fail, sizeof fail, "%s", s->fail);
-    uv_mutex_unlock(&s->mu);
+/* What a beat said, from the loop's beat or the thread's: a failure
+ * (fail != "") reported once per run of failures; the instances it found
+ * dead (dead: "sid sid ...", modified) ended. */
+static void beat_result(tg_sessions_t *s, const char *fail, char *dead) {
     int failed = fail[0] != '\0';
     if (failed && !s->failing)
         for (tg_inst_t *inst = s->rt->insts; inst; inst = inst->next)
@@ -235,7 +253,66 @@ static void on_async(uv_async_t *h) {
         uv_mutex_unlock(&s->mu);
         if (inst) tg_inst_kill(inst, why);
     }
+}
+
+/* The thread has news: failures to report, instances declared dead. */
+static void on_async(uv_async_t *h) {
+    tg_sessions_t *s = h->data;
+    char fail[300];
+    uv_mutex_lock(&s->mu);
+    char *dead = s->dead;
+    s->dead = NULL;
+    snprintf(fail, sizeof fail, "%s", s->fail);
+    uv_mutex_unlock(&s->mu);
+    beat_result(s, fail, dead);
     free(dead);
+}
+
+/* The loop's beat answered: {ended, {sids of ours that are dead}}. */
+static void on_loop_beat(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    tg_sessions_t *s = data;
+    (void)r; (void)tag;
+    if (!rep) return;                           /* closing, or lost: said elsewhere */
+    char fail[300] = "", *dead = NULL;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        snprintf(fail, sizeof fail, "Redis replied: %s", rep->str);
+    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 && rep->element[1]->type == REDIS_REPLY_ARRAY
+               && rep->element[1]->elements > 0) {
+        const redisReply *d = rep->element[1];
+        size_t len = 1;
+        for (size_t i = 0; i < d->elements; i++) len += d->element[i]->len + 1;
+        if ((dead = malloc(len))) {
+            char *p = dead;
+            for (size_t i = 0; i < d->elements; i++) {
+                memcpy(p, d->element[i]->str, d->element[i]->len);
+                p += d->element[i]->len;
+                *p++ = ' ';
+            }
+            *p = '\0';
+        }
+    }
+    beat_result(s, fail, dead);
+    free(dead);
+}
+
+static void on_loop_timer(uv_timer_t *h) {
+    tg_sessions_t *s = h->data;
+    if (tg_redis_down(s->r)) return;
+    uv_mutex_lock(&s->mu);
+    char *sids = sid_list(s);
+    long long ttl_ms = s->ttl_ms;
+    s->loop_beat_at = uv_hrtime();
+    s->beats++;
+    uv_mutex_unlock(&s->mu);
+    if (!sids) return;
+    tg_rt_t *rt = s->rt;
+    tg_coord_args_t a = {.op = "beat", .sid = sids, .n = 1, .lease_ms = ttl_ms, .cap = 1};
+    const char *argv[TG_COORD_ARGC];
+    size_t lens[TG_COORD_ARGC];
+    char nums[3][24];
+    int argc = tg_coord_argv(&a, s->key, s->klen, rt->prefix, rt->plen, rt->ttl, argv, lens, nums);
+    tg_redis_eval(s->r, TG_SCRIPT_COORD, on_loop_beat, s, 0, 1, argc, argv, lens);
+    free(sids);
 }
 
 /* session.start(sid, ttl_seconds): this process keeps sid alive. */
@@ -261,12 +338,16 @@ static int l_start(lua_State *L) {
     memcpy(s->list[s->n].sid, sid, slen + 1);
     s->list[s->n].inst = tg_ctx(L)->inst;
     s->n++;
-    if (!s->thread_on) s->ttl_ms = (long long)(ttl * 1000);
-    uv_cond_signal(&s->cond);
+    int first = !s->thread_on;
+    if (first) {
+        s->ttl_ms = (long long)(ttl * 1000);
+        s->loop_beat_at = uv_hrtime();
+    }
     uv_mutex_unlock(&s->mu);
     /* Later sessions join the next beat (within ttl/3): beating on every
      * start would cost O(N^2) for N instances starting together. */
-    if (!s->thread_on) {
+    if (first) {
+        uv_timer_start(&s->timer, on_loop_timer, 0, (uint64_t)(s->ttl_ms / 3));
         if (uv_thread_create(&s->thread, beat_thread, s) != 0)
             return tg_err_raise(L, "nomem", "session: cannot start the heartbeat thread");
         s->thread_on = 1;
@@ -310,14 +391,15 @@ static int end_session(lua_State *L, const char *op) {
 static int l_die(lua_State *L) { return end_session(L, "die"); }
 static int l_bye(lua_State *L) { return end_session(L, "bye"); }
 
-/* session.beats() -> how many beats this process sent (tests) */
+/* session.beats() -> beats of the loop, beats of the thread (tests) */
 static int l_beats(lua_State *L) {
     tg_sessions_t *s = of(L, "session");
     uv_mutex_lock(&s->mu);
-    lua_Integer n = (lua_Integer)s->beats;
+    lua_Integer n = (lua_Integer)s->beats, t = (lua_Integer)s->thread_beats;
     uv_mutex_unlock(&s->mu);
     lua_pushinteger(L, n);
-    return 1;
+    lua_pushinteger(L, t);
+    return 2;
 }
 
 static const luaL_Reg funcs[] = {
@@ -354,12 +436,16 @@ int tg_session_attach(tg_rt_t *rt) {
     uv_cond_init(&s->cond);
     uv_async_init(rt->loop, &s->async, on_async);
     s->async.data = s;
+    uv_timer_init(rt->loop, &s->timer);
+    s->timer.data = s;
+    s->r = rt->redis;
     rt->sessions = s;
     return 0;
 }
 
 static void close_free(uv_handle_t *h) {
     tg_sessions_t *s = h->data;
+    if (--s->closing > 0) return;               /* the other handle's close frees */
     uv_mutex_destroy(&s->mu);
     uv_cond_destroy(&s->cond);
     free(s->dead);
@@ -380,5 +466,7 @@ void tg_session_detach(tg_rt_t *rt) {
     free(s->list);
     free(s->key);
     free(s->prefix);
-    uv_close((uv_handle_t *)&s->async, close_free);     /* frees s */
+    s->closing = 2;
+    uv_close((uv_handle_t *)&s->timer, close_free);
+    uv_close((uv_handle_t *)&s->async, close_free);     /* the second to close frees s */
 }

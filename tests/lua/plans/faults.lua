@@ -90,6 +90,8 @@ function cases.meet(env)
     if busy > 0 then
       local t0 = tg.now()
       while tg.now() - t0 < busy do end           -- plan code that never yields
+      local _, by_thread = require("tg.session.c").beats()
+      call("SET", k .. ":thread_beats", by_thread)
     end
   end
   local ok, err = pcall(sync.signal_and_wait, "second", env.instance_count,
