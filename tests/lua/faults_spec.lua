@@ -12,6 +12,24 @@ after_each(h.check_clean)   -- nothing left behind by any spec
 
 local PLAN = h.src .. "/tests/lua/plans/faults.lua"
 local N, ROUNDS, VALUES = 3, 20, 60
+-- bench/faults sets TG_FAULT_REPEAT to try every fault many times and
+-- prints the table that TG_FAULT_TABLE names
+local REPEAT = tonumber(os.getenv("TG_FAULT_REPEAT") or "") or 1
+local tally = {}        -- fault -> {runs, as_expected, lost, doubled}
+local order = {}
+
+local function record(fault, ok, lost, doubled)
+  local t = tally[fault]
+  if not t then
+    t = { runs = 0, ok = 0, lost = 0, doubled = 0 }
+    tally[fault] = t
+    order[#order + 1] = fault
+  end
+  t.runs = t.runs + 1
+  t.ok = t.ok + (ok and 1 or 0)
+  t.lost = t.lost + (lost or 0)
+  t.doubled = t.doubled + (doubled or 0)
+end
 
 -- start `tgrun -n N` of case against srv in the background
 local function start(srv, case, params, extra_args, env)
@@ -60,8 +78,11 @@ local function exactly_once(popped, values)
 end
 
 -- the work case's outcome: every count exact, nothing lost or doubled
-local function check_work(srv, p, r)
+local function check_work(srv, p, r, fault)
   local k = p.k
+  local lost0, doubled0 = exactly_once(list(srv, k .. ":popped"), VALUES)
+  record(fault, r.code == 0 and lost0 == 0 and doubled0 == 0
+    and num(srv.cli("GET " .. k .. ":value")) == N * ROUNDS, lost0, doubled0)
   assert.equal(0, r.code, r.stdout .. r.stderr)
   assert.matches(N .. " instances, " .. N .. " succeeded, 0 failed", r.stdout)
   assert.equal(N * ROUNDS, num(srv.cli("GET " .. k .. ":value")), "increments under the mutex")
@@ -96,35 +117,43 @@ end
 describe("Redis drops, stalls and restarts under a running run", function()
   it("CLIENT KILL TYPE normal (every connection of every instance): reconnected, nothing lost or doubled", function()
     local srv = h.redis_server()
-    local p, r = work_under(srv, function()
-      assert.is_true(num(srv.cli("CLIENT KILL TYPE normal")) >= 2 * N)   -- commands and reads, per process
-    end)
-    check_work(srv, p, r)
+    for _ = 1, REPEAT do
+      local p, r = work_under(srv, function()
+        assert.is_true(num(srv.cli("CLIENT KILL TYPE normal")) >= 2 * N)   -- commands and reads, per process
+      end)
+      check_work(srv, p, r, "CLIENT KILL TYPE normal during barriers, topic, lock, queue")
+    end
     srv.kill()
   end)
 
   it("SIGKILL and restart with AOF within the retry bound: survived, nothing lost or doubled", function()
     local srv = h.redis_server({ aof = true })
-    local p, r = work_under(srv, function()
-      srv.kill()
-      tg.sleep(0.5)
-      srv.restart()
-    end)
-    check_work(srv, p, r)
+    for _ = 1, REPEAT do
+      local p, r = work_under(srv, function()
+        srv.kill()
+        tg.sleep(0.5)
+        srv.restart()
+      end)
+      check_work(srv, p, r, "SIGKILL + restart with AOF (0.5 s down)")
+    end
     srv.kill()
   end)
 
   it("DEBUG SLEEP 4 (a store that stalls longer than the session TTL): nobody declared dead", function()
     local srv = h.redis_server({ debug = true })
-    local p, r = work_under(srv, function() srv.cli("DEBUG SLEEP 4") end)
-    check_work(srv, p, r)
+    for _ = 1, REPEAT do
+      local p, r = work_under(srv, function() srv.cli("DEBUG SLEEP 4") end)
+      check_work(srv, p, r, "DEBUG SLEEP 4 (stall > session TTL)")
+    end
     srv.kill()
   end)
 
   it("CLIENT PAUSE 3000: nobody declared dead, nothing lost", function()
     local srv = h.redis_server()
-    local p, r = work_under(srv, function() srv.cli("CLIENT PAUSE 3000") end)
-    check_work(srv, p, r)
+    for _ = 1, REPEAT do
+      local p, r = work_under(srv, function() srv.cli("CLIENT PAUSE 3000") end)
+      check_work(srv, p, r, "CLIENT PAUSE 3000")
+    end
     srv.kill()
   end)
 
@@ -142,7 +171,7 @@ describe("Redis drops, stalls and restarts under a running run", function()
     local _, lines = r.stdout:gsub("failed: [^\n]*the store lost the run's state: Redis at 127%.0%.0%.1:" .. srv.port
       .. " came back without it", "")
     assert.equal(N, lines, r.stdout)
-    assert.is_nil(p.k and nil)
+    record("SIGKILL + restart without persistence", r.code == 1 and lines == N)
     srv.kill()
   end)
 
@@ -163,6 +192,7 @@ end)
 
 describe("instances killed, stopped or busy", function()
   it("queue consumers SIGKILLed while waiting in pop: every value popped exactly once", function()
+   for _ = 1, REPEAT do
     local srv = h.redis_server()
     local k = "faults:" .. h.uniq("c")
     local values = 100
@@ -174,14 +204,16 @@ describe("instances killed, stopped or busy", function()
     os.execute("kill -9 " .. pids[math.random(#pids)])
     srv.cli("INCR " .. p.P .. ":states:go")                -- the producer pushes now
     local r = finish(p, 40)
+    local lost, doubled = exactly_once(list(srv, k .. ":popped"), values)
+    record("queue consumer SIGKILLed while waiting in pop", r.code == 1 and lost == 0 and doubled == 0, lost, doubled)
     assert.equal(1, r.code, r.stdout .. r.stderr)
     assert.matches("4 instances, 3 succeeded, 1 failed", r.stdout)
     assert.matches("killed by signal 9", r.stdout)
-    local lost, doubled = exactly_once(list(srv, k .. ":popped"), values)
     assert.equal(0, lost, "values lost")
     assert.equal(0, doubled, "values popped twice")
     assert.equal(values, #list(srv, k .. ":popped"))
     srv.kill()
+   end
   end)
 
   it("an instance stopped (SIGSTOP) past the session TTL is declared dead, fails, and its peers fail fast", function()
@@ -262,5 +294,19 @@ describe("many waiters in one process", function()
     for i = 1, 3001 do tasks[i]:join({ timeout = 90 }) end
     assert.equal(3001, granted)
     assert.equal(1, most)
+  end)
+end)
+
+describe("the table", function()
+  it("is written where TG_FAULT_TABLE says (bench/faults)", function()
+    local path = os.getenv("TG_FAULT_TABLE")
+    if not path then return end
+    local f = assert(io.open(path, "w"))
+    f:write("| fault | runs | as expected | values lost | values doubled |\n|---|---|---|---|---|\n")
+    for _, fault in ipairs(order) do
+      local t = tally[fault]
+      f:write(("| %s | %d | %d | %d | %d |\n"):format(fault, t.runs, t.ok, t.lost, t.doubled))
+    end
+    f:close()
   end)
 end)
