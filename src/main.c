@@ -14,8 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "tg_docker.h"
 #include "tg_local.h"
+#include "tg_observe.h"
 #include "tg_params.h"
 #include "tg_run.h"
 #include "tg_scalar.h"
@@ -25,6 +28,8 @@ static void usage(FILE *f) {
 "usage: tgrun [options] PLAN.lua             run one instance (env from TEST_*)\n"
 "       tgrun -n N [options] PLAN.lua        run N local instances, one process each\n"
 "       tgrun -n N --inproc [options] PLAN.lua  run N instances in this process\n"
+"       tgrun -n N --docker [IMAGE] [options] PLAN.lua  each instance its own container\n"
+"       tgrun observe --redis URL --run ID [options]  follow a run that runs elsewhere\n"
 "\n"
 "  -n, --instances N      local run with N instances\n"
 "  -c, --case NAME        test case (default: TEST_CASE, else the plan's only case)\n"
@@ -37,8 +42,19 @@ static void usage(FILE *f) {
 "      --run-id ID        run id (default: TEST_RUN, else a fresh one)\n"
 "      --outputs DIR      where run.out and results.out go\n"
 "      --inproc           with -n: all instances in one process\n"
+"      --docker [IMAGE]   with -n: each instance in a container of IMAGE (default:\n"
+"                         tgrun's own, built when missing) on a private network\n"
+"      --instance-count N with -n K: the run has N instances across hosts ...\n"
+"      --instance-offset O  ... and this host runs its indices O..O+K-1\n"
 "  -q, --quiet            local run: no live progress line\n"
 "  -h, --help, --version\n", f);
+}
+
+/* Is word the plan rather than an image name?  (For `--docker IMAGE`.) */
+static int looks_like_plan(const char *word) {
+    size_t n = strlen(word);
+    struct stat st;
+    return (n > 4 && strcmp(word + n - 4, ".lua") == 0) || (stat(word, &st) == 0 && S_ISREG(st.st_mode));
 }
 
 static int parse_opts(int argc, char **argv, tg_opts_t *o) {
@@ -54,6 +70,9 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"inproc", no_argument, 0, 'P'},
         {"grace", required_argument, 0, 'G'},
         {"quiet", no_argument, 0, 'q'},
+        {"docker", optional_argument, 0, 'D'},
+        {"instance-count", required_argument, 0, 'N'},
+        {"instance-offset", required_argument, 0, 'o'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -100,6 +119,26 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         case 'O': o->outputs = optarg; break;
         case 'P': o->inproc = 1; break;
         case 'q': o->quiet = 1; break;
+        case 'D':
+            o->docker = 1;
+            /* --docker=IMAGE, or --docker IMAGE when the next word is not an
+             * option and not the plan (a .lua name or an existing file) */
+            if (optarg) o->image = optarg;
+            else if (optind < argc && argv[optind][0] != '-' && !looks_like_plan(argv[optind]))
+                o->image = argv[optind++];
+            if (o->image && !*o->image) return tg_usage_error("--docker= needs an image name");
+            break;
+        case 'N':
+            if (tg_parse_int(optarg, &n) < 0 || n < 1 || n > 1000000)
+                return tg_usage_error("--instance-count needs a whole number from 1 up, got \"%s\"", optarg);
+            o->instance_total = (int)n;
+            break;
+        case 'o':
+            if (tg_parse_int(optarg, &n) < 0 || n < 0 || n >= 1000000)
+                return tg_usage_error("--instance-offset needs a whole number from 0 up, got \"%s\"", optarg);
+            o->instance_offset = (int)n;
+            o->offset_given = 1;
+            break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("tgrun %s\n", TG_VERSION); exit(0);
         default:
@@ -116,6 +155,10 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         o->instances = (int)sum;
     }
     if (o->inproc && !o->instances) return tg_usage_error("--inproc needs -n N");
+    if (o->docker && !o->instances) return tg_usage_error("--docker needs -n N");
+    if (o->docker && o->inproc) return tg_usage_error("--docker and --inproc exclude each other: choose one");
+    if ((o->instance_total || o->offset_given) && !o->instances)
+        return tg_usage_error("--instance-count and --instance-offset need -n K (the instances this host runs)");
     return 0;
 }
 
@@ -123,6 +166,8 @@ int main(int argc, char **argv) {
     tg_opts_t o = {0};
     /* A peer or child that goes away must give an error, not kill tgrun. */
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "observe") == 0) return tg_observe_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], TG_DOCKER_REAPER_CMD) == 0) return tg_docker_reaper_main(argc - 1, argv + 1);
     int rc = parse_opts(argc, argv, &o);
     if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
     tg_kvlist_free(&o.params);

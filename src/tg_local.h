@@ -56,17 +56,20 @@ typedef struct tg_local {
     uv_loop_t loop;             /* the runner's own: children, redis-server */
     const tg_opts_t *o;
     tg_run_t run;
-    tg_child_t *kids;
+    tg_child_t *kids;           /* the n instances this runner runs */
     int n, running, open_handles;
+    int total, offset;          /* the run has total instances; ours are offset.. */
     tg_group_t groups[TG_MAX_GROUPS];
     int ngroups;
     uv_timer_t deadline, killer, progress;
     uv_signal_t sigint, sigterm;
     tg_redisd_t redisd;
     int tty, interrupted, timed_out, termed;
+    int killed;                 /* --docker: the killer removed the containers */
     double t0;
     lua_State *L;               /* only for decoding event lines */
     tg_rt_t *rt;                /* --inproc: the runtime all instances share */
+    struct tg_docker *dk;       /* --docker: the containers' backend (tg_docker.c) */
     char outputs[4096], tmpdir[4096], redis_url[4300];
     char exe[4096];
     int progress_shown;
@@ -89,6 +92,12 @@ void tg_local_set_error(char **slot, const char *msg, size_t len);
 char *tg_local_outdir(tg_local_t *r, int g, long j);
 /* Settle each instance's outcome and print the summary; the exit status. */
 int tg_local_summarize(tg_local_t *r);
+/* Print the summary of instances whose outcome, error and unfinished flag
+ * are settled: the totals, each group, the first error of each failed
+ * instance (how = what the runner calls it: "instances here", ...).  outputs:
+ * the folder to name, or NULL.  The exit status (0, 1; 2 when every
+ * failure was a usage error, counted in usage). */
+int tg_local_report(tg_local_t *r, const char *extra, int usage, const char *outputs);
 
 /* tg_super.c: every instance its own process; the exit status. */
 int tg_super_run(tg_local_t *r, const char *params, const char *start);

@@ -57,6 +57,19 @@ int tg_mkdir_p(const char *path) {
     return 0;
 }
 
+int tg_find_on_path(const char *name, char *out, size_t len) {
+    const char *path = getenv("PATH");
+    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+    char *copy = strdup(path), *save = NULL;
+    int found = 0;
+    for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d && !found; d = strtok_r(NULL, ":", &save)) {
+        snprintf(out, len, "%s/%s", *d ? d : ".", name);
+        found = access(out, X_OK) == 0;
+    }
+    free(copy);
+    return found ? 0 : -1;
+}
+
 /* ---- the run --------------------------------------------------------------- */
 
 int tg_run_init(tg_run_t *run, const tg_opts_t *o) {
@@ -126,6 +139,11 @@ int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *i
     cfg_str(L, "ip", ic->ip);
     lua_pushnumber(L, o->timeout);
     lua_setfield(L, -2, "timeout");
+    /* who this instance is, for the run's event stream (tgrun observe) */
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    cfg_str(L, "host", host);
+    if (ic->name || ic->label) cfg_str(L, "instance_name", ic->name ? ic->name : ic->label);
     if (ic->label) {                    /* an instance of an in-process run */
         cfg_str(L, "label", ic->label);
         lua_pushboolean(L, ic->quiet_stdout);
@@ -371,6 +389,7 @@ int tg_run_single(const tg_opts_t *o) {
         status = tg_usage_error("TEST_SIDECAR is not true or false: \"%s\"", sc);
     ic.sidecar = sidecar;
     ic.ip = tg_env_or("TG_INSTANCE_IP", "127.0.0.1");
+    ic.name = getenv("TG_INSTANCE_NAME");
     if (o->outputs) ic.outputs = o->outputs;
     else if (getenv("TEST_OUTPUTS_PATH") && *getenv("TEST_OUTPUTS_PATH")) ic.outputs = getenv("TEST_OUTPUTS_PATH");
     else {

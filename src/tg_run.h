@@ -48,6 +48,11 @@ typedef struct tg_opts {
     const char *outputs;
     const char *plan_path;
     int inproc, quiet;
+    int docker;                 /* --docker: each instance its own container */
+    const char *image;          /* --docker IMAGE; NULL: tgrun's own image */
+    int instance_total;         /* --instance-count N: the whole run's size (0: -n) */
+    int instance_offset;        /* --instance-offset O: this host's first index */
+    int offset_given;
 } tg_opts_t;
 
 /* What every instance of the run shares. */
@@ -65,6 +70,7 @@ typedef struct tg_instcfg {
     const char *group_id, *outputs, *temp, *ip;
     int instance_count, group_instance_count, sidecar;
     const char *label;          /* in-process runs: "group[index]" for output lines */
+    const char *name;           /* the runner's "group[index]" (TG_INSTANCE_NAME), or NULL */
     int quiet_stdout;           /* in-process runs on a terminal: only failures print */
 } tg_instcfg_t;
 
@@ -72,6 +78,8 @@ typedef struct tg_instcfg {
 int tg_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* mkdir -p.  0 or -1 (errno set). */
 int tg_mkdir_p(const char *path);
+/* The full path of program name on PATH into out.  0, or -1 (not there). */
+int tg_find_on_path(const char *name, char *out, size_t len);
 /* The value of environment variable name, or dflt when unset or empty. */
 const char *tg_env_or(const char *name, const char *dflt);
 
