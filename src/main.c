@@ -46,6 +46,8 @@ static void usage(FILE *f) {
 "                         tgrun's own, built when missing) on a private network\n"
 "      --instance-count N with -n K: the run has N instances across hosts ...\n"
 "      --instance-offset O  ... and this host runs its indices O..O+K-1\n"
+"      --subnet CIDR      with -n: the data network; each instance's env.ip is its\n"
+"                         address in it (default: loopback; --docker: Docker's pick)\n"
 "  -q, --quiet            local run: no live progress line\n"
 "  -h, --help, --version\n", f);
 }
@@ -73,6 +75,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"docker", optional_argument, 0, 'D'},
         {"instance-count", required_argument, 0, 'N'},
         {"instance-offset", required_argument, 0, 'o'},
+        {"subnet", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -139,6 +142,11 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
             o->instance_offset = (int)n;
             o->offset_given = 1;
             break;
+        case 'S':
+            if (!strchr(optarg, '/') || strchr(optarg, ':'))
+                return tg_usage_error("--subnet needs an IPv4 network as ADDRESS/BITS (10.1.0.0/16), got \"%s\"", optarg);
+            o->subnet = optarg;
+            break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("tgrun %s\n", TG_VERSION); exit(0);
         default:
@@ -157,6 +165,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
     if (o->inproc && !o->instances) return tg_usage_error("--inproc needs -n N");
     if (o->docker && !o->instances) return tg_usage_error("--docker needs -n N");
     if (o->docker && o->inproc) return tg_usage_error("--docker and --inproc exclude each other: choose one");
+    if (o->subnet && !o->instances) return tg_usage_error("--subnet needs -n N (a single instance reads TEST_SUBNET)");
     if ((o->instance_total || o->offset_given) && !o->instances)
         return tg_usage_error("--instance-count and --instance-offset need -n K (the instances this host runs)");
     return 0;

@@ -284,18 +284,19 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
  * that process is still the one started there) and remove the folder. */
 static void clean_tmpdir(const char *tmpdir) {
     if (!tmpdir || !strstr(tmpdir, "/tgrun-")) return;
-    char path[4200], line[64], cmdline[8192];
+    char path[4200], line[64], cwd[4200], comm[64];
     snprintf(path, sizeof path, "%s/redis.pid", tmpdir);
     read_line_of(path, line, sizeof line);
     long pid = atol(line);
     if (pid > 1) {
-        snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
-        FILE *f = fopen(path, "r");
-        size_t n = f ? fread(cmdline, 1, sizeof cmdline - 1, f) : 0;
-        if (f) fclose(f);
-        for (size_t i = 0; i < n; i++) if (!cmdline[i]) cmdline[i] = ' ';
-        cmdline[n] = '\0';
-        if (n && strstr(cmdline, tmpdir)) {
+        /* still the server started there?  (it rewrites its command line,
+         * but its name stays and it runs in that folder: --dir) */
+        snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+        read_line_of(path, comm, sizeof comm);
+        snprintf(path, sizeof path, "/proc/%ld/cwd", pid);
+        ssize_t n = readlink(path, cwd, sizeof cwd - 1);
+        cwd[n > 0 ? n : 0] = '\0';
+        if (strcmp(comm, "redis-server") == 0 && strcmp(cwd, tmpdir) == 0) {
             kill((pid_t)pid, SIGTERM);
             for (int i = 0; i < 100 && kill((pid_t)pid, 0) == 0; i++) {
                 struct timespec ts = {0, 30000000};
@@ -648,7 +649,7 @@ int tg_docker_reaper_main(int argc, char **argv) {
 /* ---- set-up ---------------------------------------------------------------- */
 
 int tg_docker_setup(tg_docker_t *d, uv_loop_t *loop, const char *run_id, const char *image,
-                    const char *plan_path, const char *exe, const char *tmpdir) {
+                    const char *plan_path, const char *exe, const char *tmpdir, const char *subnet) {
     char why[512], bin[4096], rid[80];
     d->loop = loop;
     snprintf(d->run_id, sizeof d->run_id, "%s", run_id);
@@ -691,7 +692,12 @@ int tg_docker_setup(tg_docker_t *d, uv_loop_t *loop, const char *run_id, const c
     snprintf(lowner, sizeof lowner, "tgrun.owner=%s", d->owner);
     snprintf(ltmp, sizeof ltmp, "tgrun.tmpdir=%s", tmpdir);
     const char *create[] = {"network", "create", "--internal", "--label", lrun, "--label", lowner,
-                            "--label", ltmp, d->net, NULL};
+                            "--label", ltmp, d->net, NULL, NULL, NULL};
+    if (subnet) {
+        create[9] = "--subnet";
+        create[10] = subnet;
+        create[11] = d->net;
+    }
     if (docker(create, NULL, why, sizeof why, CMD_SECS) != 0)
         return tg_usage_error("--docker: cannot create the run's network %s: %s%s", d->net, why,
                               strstr(why, "already exists") ? " (is a run with this id still running?)" : "");

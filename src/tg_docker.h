@@ -65,10 +65,11 @@ typedef struct tg_docker {
 } tg_docker_t;
 
 /* Engine, image, sweep, network, reaper.  image NULL: tgrun's own; exe:
- * this binary; tmpdir: the run's temp folder (the reaper removes it).
+ * this binary; tmpdir: the run's temp folder (the reaper removes it);
+ * subnet: the network's (NULL: Docker picks one from its address pools).
  * 0, or 2 after printing one line. */
 int tg_docker_setup(tg_docker_t *d, uv_loop_t *loop, const char *run_id, const char *image,
-                    const char *plan_path, const char *exe, const char *tmpdir);
+                    const char *plan_path, const char *exe, const char *tmpdir, const char *subnet);
 
 /* The container's name for instance index of group ("tgrun-<run>-<group>-<index>"). */
 void tg_docker_container_name(const tg_docker_t *d, const char *group, int index, char *buf, size_t len);

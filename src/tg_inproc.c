@@ -95,6 +95,7 @@ int tg_inproc_run(tg_local_t *r) {
         ic.outputs = c->outdir;
         ic.temp = tmp;
         ic.ip = "127.0.0.1";
+        ic.subnet = r->o->subnet;           /* then env.ip is this host's address in it */
         ic.label = c->label;
         ic.quiet_stdout = r->tty;
         if (tg_run_load_plan(inst, r->o->plan_path, r->run.case_name) != 0

@@ -188,7 +188,7 @@ int tg_local_run(const tg_opts_t *o) {
         }
         if (!(r->dk = calloc(1, sizeof *r->dk))) { status = tg_usage_error("out of memory"); goto out_loop; }
         if ((status = tg_docker_setup(r->dk, &r->loop, r->run.run_id, o->image, o->plan_path, r->exe,
-                                      r->tmpdir)) != 0)
+                                      r->tmpdir, o->subnet)) != 0)
             goto out_loop;
         status = 2;
     }

@@ -66,6 +66,7 @@ typedef struct tg_local {
     tg_redisd_t redisd;
     int tty, interrupted, timed_out, termed;
     int killed;                 /* --docker: the killer removed the containers */
+    double deadline_unix;       /* the run's deadline as Unix time (TG_DEADLINE) */
     double t0;
     lua_State *L;               /* only for decoding event lines */
     tg_rt_t *rt;                /* --inproc: the runtime all instances share */

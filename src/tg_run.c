@@ -135,7 +135,7 @@ int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *i
     cfg_str(L, "temp_path", ic->temp);
     lua_pushboolean(L, ic->sidecar);
     lua_setfield(L, -2, "sidecar");
-    cfg_str(L, "subnet", tg_env_or("TEST_SUBNET", "127.1.0.0/16"));
+    cfg_str(L, "subnet", ic->subnet ? ic->subnet : tg_env_or("TEST_SUBNET", "127.1.0.0/16"));
     cfg_str(L, "ip", ic->ip);
     lua_pushnumber(L, o->timeout);
     lua_setfield(L, -2, "timeout");
@@ -421,6 +421,16 @@ int tg_run_single(const tg_opts_t *o) {
     tg_rt_t rt;
     tg_rt_init(&rt, &loop);
     rt.deadline = tg_rt_now() + o->timeout;
+    /* a local runner's instance: the run's deadline as Unix time, so that
+     * one that started late (a container) still ends with the run */
+    const char *dl = getenv("TG_DEADLINE");
+    double abs;
+    if (dl && *dl && tg_parse_number(dl, &abs) == 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double d = tg_rt_now() + (abs - ((double)now.tv_sec + now.tv_nsec / 1e9));
+        if (d < rt.deadline) rt.deadline = d;
+    }
     rt.lua_dir = getenv("TG_LUA_DIR");
     rt.on_inst_done = on_single_done;
     tg_rt_handle_signals(&rt);

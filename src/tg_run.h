@@ -53,6 +53,7 @@ typedef struct tg_opts {
     int instance_total;         /* --instance-count N: the whole run's size (0: -n) */
     int instance_offset;        /* --instance-offset O: this host's first index */
     int offset_given;
+    const char *subnet;         /* --subnet: the instances' data network */
 } tg_opts_t;
 
 /* What every instance of the run shares. */
@@ -71,6 +72,7 @@ typedef struct tg_instcfg {
     int instance_count, group_instance_count, sidecar;
     const char *label;          /* in-process runs: "group[index]" for output lines */
     const char *name;           /* the runner's "group[index]" (TG_INSTANCE_NAME), or NULL */
+    const char *subnet;         /* the data network; NULL: TEST_SUBNET, else loopback */
     int quiet_stdout;           /* in-process runs on a terminal: only failures print */
 } tg_instcfg_t;
 

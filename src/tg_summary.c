@@ -80,10 +80,9 @@ int tg_local_summarize(tg_local_t *r) {
             /* 2: tgrun's own one-line complaint; 125..127: docker run's */
             else if ((c->status == 2 || (r->dk && c->status >= 125 && c->status <= 127)) && c->stderr_first)
                 snprintf(why, sizeof why, "%s", c->stderr_first);
-            else if (c->signal) snprintf(why, sizeof why, "killed by signal %d before it recorded an outcome%s",
-                                         c->signal, r->timed_out ? " (the run's deadline had passed)" : "");
-            else if (r->dk && c->status == 137)
-                snprintf(why, sizeof why, "its container was killed before it recorded an outcome%s",
+            else if (c->signal || (r->dk && c->status > 128 && c->status < 160))   /* a container's 128+n */
+                snprintf(why, sizeof why, "killed by signal %d before it recorded an outcome%s",
+                         c->signal ? c->signal : (int)c->status - 128,
                          r->timed_out ? " (the run's deadline had passed)" : "");
             else snprintf(why, sizeof why, "exited with status %d without recording an outcome", (int)c->status);
             c->error = strdup(why);

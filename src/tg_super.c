@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <lauxlib.h>
 
 #include "tg_docker.h"
@@ -220,7 +221,8 @@ static void on_signal(uv_signal_t *h, int sig) {
 static int is_ours(const char *e) {
     static const char *names[] = {"TEST_PLAN=", "TEST_CASE=", "TEST_RUN=", "TEST_INSTANCE_COUNT=",
         "TEST_GROUP_ID=", "TEST_GROUP_INSTANCE_COUNT=", "TEST_INSTANCE_PARAMS=", "TEST_OUTPUTS_PATH=",
-        "TEST_TEMP_PATH=", "TEST_SIDECAR=", "TEST_SUBNET=", "TEST_START_TIME=", "TG_INSTANCE_NAME=", NULL};
+        "TEST_TEMP_PATH=", "TEST_SIDECAR=", "TEST_SUBNET=", "TEST_START_TIME=", "TG_INSTANCE_NAME=",
+        "TG_DEADLINE=", NULL};
     for (int i = 0; names[i]; i++)
         if (strncmp(e, names[i], strlen(names[i])) == 0) return 1;
     return 0;
@@ -244,6 +246,7 @@ static void instance_env(tg_local_t *r, tg_child_t *c, const char *params, const
     tg_strv_addf(ev, "TEST_SUBNET=%s", subnet);
     tg_strv_addf(ev, "TEST_START_TIME=%s", start);
     tg_strv_addf(ev, "TG_INSTANCE_NAME=%s", c->label);
+    tg_strv_addf(ev, "TG_DEADLINE=%.3f", r->deadline_unix);
 }
 
 /* Start instance c: argv and environment for its backend, then one spawn
@@ -264,7 +267,7 @@ static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const c
     } else {
         snprintf(tmp, sizeof tmp, "%s/%s/%d", r->tmpdir, r->groups[c->group].name, c->index);
         if (tg_mkdir_p(tmp) < 0) rc = -errno;
-        instance_env(r, c, params, start, c->outdir, tmp, "127.1.0.0/16", &ev);
+        instance_env(r, c, params, start, c->outdir, tmp, r->o->subnet ? r->o->subnet : "127.1.0.0/16", &ev);
         for (size_t i = 0; i < ev.n; i++) tg_strv_addf(&env, "%s", ev.v[i]);
         tg_strv_addf(&argv, "%s", r->exe);
         tg_strv_addf(&argv, "--timeout");
@@ -334,6 +337,9 @@ int tg_super_run(tg_local_t *r, const char *params, const char *start) {
     r->deadline.data = r->killer.data = r->progress.data = r->sigint.data = r->sigterm.data = r;
     uv_signal_start(&r->sigint, on_signal, SIGINT);
     uv_signal_start(&r->sigterm, on_signal, SIGTERM);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    r->deadline_unix = (double)now.tv_sec + now.tv_nsec / 1e9 + o->timeout;
     uv_timer_start(&r->deadline, on_deadline, (uint64_t)((o->timeout + o->grace) * 1000), 0);
     if (r->tty) uv_timer_start(&r->progress, tg_local_on_progress, 0, 250);
 
