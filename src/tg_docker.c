@@ -421,11 +421,11 @@ static int lib_packages(const char *exe, char *pkgs, size_t len, char *why, size
          * merged /usr that may be /lib/... or /usr/lib/..., of the link or
          * of its target */
         char cand[4][PATH_MAX + 8];
-        snprintf(cand[0], sizeof cand[0], "%s", lib);
-        snprintf(cand[1], sizeof cand[1], "%s", realpath(lib, real) ? real : lib);
+        const char *base[2] = {lib, realpath(lib, real) ? real : lib};
         for (int i = 0; i < 2; i++) {
-            if (strncmp(cand[i], "/usr/", 5) == 0) snprintf(cand[2 + i], sizeof cand[0], "%.4000s", cand[i] + 4);
-            else snprintf(cand[2 + i], sizeof cand[0], "/usr%.4000s", cand[i]);
+            snprintf(cand[i], sizeof cand[i], "%s", base[i]);
+            if (strncmp(base[i], "/usr/", 5) == 0) snprintf(cand[2 + i], sizeof cand[0], "%.4000s", base[i] + 4);
+            else snprintf(cand[2 + i], sizeof cand[0], "/usr%.4000s", base[i]);
         }
         char *dout = NULL;
         int found = 0;

@@ -30,6 +30,11 @@
 #      d. one container without --cap-add: tg.network says "unsupported";
 #      e. examples/k8s/job.yaml's 8 pods emulated (see k8s_case).
 #    Every container must exit 0 and have a success_event in /outputs/run.out.
+#    f. `tgrun -n N --docker`: the busted specs of tests/docker/docker_spec.lua
+#       (tgrun's own image built from the binary, runs, deadline, Ctrl-C,
+#       SIGKILL, the sweep, bad input; each run checked for leftovers), with
+#       build/tgrun and, when it is there, the sanitized build-asan/tgrun
+#       (TGRUN / TGRUN_ASAN override them).
 # 5. cleanup, also on failure or Ctrl-C: every container and network labelled
 #    tgrun.test=<this run> is removed, then checked gone (docker ps -a /
 #    docker network ls / docker volume ls --filter label=...).
@@ -272,6 +277,35 @@ k8s_case() {
   fi
 }
 k8s_case
+
+# f. tgrun -n --docker, as its specs drive it (each spec run is one case)
+spec_case() {   # spec_case NAME BINARY [ENV...]
+  local name=$1 bin=$2 t
+  shift 2
+  t=$(date +%s.%N)
+  if [ ! -x "$bin" ]; then
+    say "FAIL  $name: no tgrun binary at $bin (build it first: cmake --build build)" >&2
+    failed=$((failed + 1))
+    return
+  fi
+  if env "$@" TGRUN="$bin" timeout 1200 tests/harness/with-redis.sh "$bin" tests/lua/run_specs.lua \
+      -p dir="$root/tests/docker" -p output=plainTerminal >"$work/$name.log" 2>&1; then
+    passed=$((passed + 1))
+    printf 'ok    %6ss  %s\n' "$(secs "$t")" "$name ($(grep -o '^[0-9]* successes' "$work/$name.log" | tail -n 1) in tests/docker/docker_spec.lua)"
+  else
+    failed=$((failed + 1))
+    say "FAIL  $name: tests/docker/docker_spec.lua; last lines:" >&2
+    grep -v '^{"ts"' "$work/$name.log" | tail -n 40 | sed 's/^/      | /' >&2
+  fi
+}
+spec_case docker-runner "${TGRUN:-$root/build/tgrun}"
+asan=${TGRUN_ASAN:-$root/build-asan/tgrun}
+if [ -x "$asan" ]; then
+  spec_case docker-runner-asan "$asan" ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+  say "note: no sanitized build at $asan, so docker-runner-asan is not run"
+fi
 
 say "total $(secs "$t_start") s"
 say "$passed passed, $failed failed"
