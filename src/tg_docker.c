@@ -308,9 +308,13 @@ static void clean_tmpdir(const char *tmpdir) {
     nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+#define RM_CHUNK 16             /* containers per `docker rm`: each one's removal is heavy I/O */
+
 /* Remove the run's containers (with their anonymous volumes) and networks,
- * by label.  Counts what it removed; 0, or -1 when docker failed (why). */
-static int remove_run(const char *run_id, int *ncont, int *nnet, char *why, size_t whylen) {
+ * by label.  A network is tried `tries` times 0.2 s apart (an endpoint may
+ * linger a moment after its container went).  Counts what it removed; 0,
+ * or -1 when something could not be removed (why says what). */
+static int remove_run(const char *run_id, int tries, int *ncont, int *nnet, char *why, size_t whylen) {
     char filter[200];
     snprintf(filter, sizeof filter, "label=tgrun.run=%s", run_id);
     char *out = NULL;
@@ -318,38 +322,56 @@ static int remove_run(const char *run_id, int *ncont, int *nnet, char *why, size
     *ncont = *nnet = 0;
     const char *ps[] = {"ps", "-aq", "--filter", filter, NULL};
     if (docker(ps, &out, why, whylen, CMD_SECS) != 0) rc = -1;
-    tg_strv_t v = {0};
-    tg_strv_addf(&v, "rm");
-    tg_strv_addf(&v, "-f");
-    tg_strv_addf(&v, "-v");
-    words(out, &v);
+    tg_strv_t ids = {0};
+    words(out, &ids);
     free(out);
-    if (v.n > 3) {
-        *ncont = (int)v.n - 3;
-        if (docker((const char *const *)v.v, NULL, why, whylen, CMD_SECS) != 0) rc = -1;
+    for (size_t i = 0; i < ids.n; i += RM_CHUNK) {
+        tg_strv_t v = {0};
+        tg_strv_addf(&v, "rm");
+        tg_strv_addf(&v, "-f");
+        tg_strv_addf(&v, "-v");
+        for (size_t j = i; j < ids.n && j < i + RM_CHUNK; j++) tg_strv_addf(&v, "%s", ids.v[j]);
+        if (docker((const char *const *)v.v, NULL, why, whylen, CMD_SECS) == 0) *ncont += (int)v.n - 3;
+        else rc = -1;
+        tg_strv_free(&v);
     }
-    tg_strv_free(&v);
+    tg_strv_free(&ids);
     const char *nls[] = {"network", "ls", "-q", "--filter", filter, NULL};
     out = NULL;
     if (docker(nls, &out, why, whylen, CMD_SECS) != 0) rc = -1;
-    tg_strv_addf(&v, "network");
-    tg_strv_addf(&v, "rm");
-    words(out, &v);
+    tg_strv_t nets = {0};
+    words(out, &nets);
     free(out);
-    if (v.n > 2) {
-        *nnet = (int)v.n - 2;
-        /* an endpoint may linger a moment after its container went */
+    for (size_t i = 0; i < nets.n; i++) {
+        const char *rm[] = {"network", "rm", nets.v[i], NULL};
         int nrc = -1;
-        for (int i = 0; i < 25 && nrc != 0; i++) {
-            if (i) {
+        for (int k = 0; k < tries && nrc != 0; k++) {
+            if (k) {
                 struct timespec ts = {0, 200000000};
                 nanosleep(&ts, NULL);
             }
-            nrc = docker((const char *const *)v.v, NULL, why, whylen, CMD_SECS);
+            nrc = docker(rm, NULL, why, whylen, CMD_SECS);
         }
-        if (nrc != 0) rc = -1;
+        if (nrc == 0) {
+            (*nnet)++;
+            continue;
+        }
+        rc = -1;
+        /* no container attached, yet "active endpoints": the engine lost
+         * count (seen with Docker 20.10 when a hundred containers end at
+         * once); only restarting dockerd recounts */
+        char *attached = NULL;
+        const char *insp[] = {"network", "inspect", "--format", "{{len .Containers}}", nets.v[i], NULL};
+        if (strstr(why, "active endpoints") && docker(insp, &attached, NULL, 0, CMD_SECS) == 0
+            && atoi(attached) == 0) {
+            char w[300];
+            snprintf(w, sizeof w, "%s", why);
+            snprintf(why, whylen, "%.300s, though no container is attached: Docker's engine lost count of "
+                     "its endpoints, which a restart of dockerd repairs", w);
+        }
+        free(attached);
     }
-    tg_strv_free(&v);
+    tg_strv_free(&nets);
     return rc;
 }
 
@@ -379,7 +401,8 @@ static void sweep(void) {
             if (seen) continue;
             tg_strv_addf(&done, "%s", run);
             int c = 0, n = 0;
-            remove_run(run, &c, &n, why, sizeof why);
+            if (remove_run(run, 1, &c, &n, why, sizeof why) != 0)
+                fprintf(stderr, "tgrun: could not remove what run %s left: %s\n", run, why);
             if (strcmp(tmp, "-") != 0) clean_tmpdir(tmp);
             nc += c;
             nn += n;
@@ -639,7 +662,7 @@ int tg_docker_reaper_main(int argc, char **argv) {
     /* tgrun went away without cleaning up (killed): do it */
     char why[512] = "";
     int nc = 0, nn = 0;
-    int rc = remove_run(argv[1], &nc, &nn, why, sizeof why);
+    int rc = remove_run(argv[1], 50, &nc, &nn, why, sizeof why);
     clean_tmpdir(argv[2]);
     fprintf(stderr, "tgrun: run %s ended without cleaning up: removed %d container(s) and %d network(s)%s%s\n",
             argv[1], nc, nn, rc ? "; docker: " : "", rc ? why : "");
@@ -733,8 +756,13 @@ int tg_docker_run_argv(tg_docker_t *d, const char *group, int index, const char 
     /* root runs the image as its own user, which must be able to write here */
     if (!d->user[0] && chmod(abs, 0777) < 0) return -errno;
     tg_docker_container_name(d, group, index, name, sizeof name);
-    const char *head[] = {"docker", "run", "--init", "--rm", "--pull", "never", "--network", d->net,
-                          "--cap-add", "NET_ADMIN", "--name", name, NULL};
+    /* no --rm: a hundred containers removing themselves at once is heavy
+     * I/O (vfs: a copy of the image each) just when their endpoints go,
+     * and once that left Docker 20.10 counting an endpoint no container
+     * had; the teardown removes them, RM_CHUNK at a time.  No log driver:
+     * their output comes once, through the attached client. */
+    const char *head[] = {"docker", "run", "--init", "--pull", "never", "--log-driver", "none",
+                          "--network", d->net, "--cap-add", "NET_ADMIN", "--name", name, NULL};
     for (int i = 0; head[i]; i++) tg_strv_addf(argv, "%s", head[i]);
     tg_strv_addf(argv, "--label");
     tg_strv_addf(argv, "tgrun.run=%s", d->run_id);
@@ -842,7 +870,8 @@ int tg_docker_teardown(tg_docker_t *d) {
     if (d->net_made) {
         char why[512] = "", filter[200];
         int nc = 0, nn = 0;
-        remove_run(d->run_id, &nc, &nn, why, sizeof why);
+        if (remove_run(d->run_id, 50, &nc, &nn, why, sizeof why) != 0)
+            fprintf(stderr, "tgrun: --docker run %s: %s\n", d->run_id, why);
         /* the check: nothing of the run is left, of any kind */
         snprintf(filter, sizeof filter, "label=tgrun.run=%s", d->run_id);
         const char *ps[] = {"ps", "-aq", "--filter", filter, NULL};

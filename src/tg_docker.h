@@ -12,7 +12,7 @@
  *    swept; then a private `--internal` bridge network whose subnet and
  *    gateway Docker picks and we read back (TEST_SUBNET is the real one);
  *    and a reaper (see below).
- *  - An instance (tg_docker_run_argv): `docker run --init --rm` on that
+ *  - An instance (tg_docker_run_argv): `docker run --init` on that
  *    network with NET_ADMIN (tg.network), the outputs folder mounted at
  *    /outputs, the plan's folder read-only at /plan, the TEST_* variables;
  *    the supervisor (tg_super.c) spawns it and reads its output as for a

@@ -24,8 +24,10 @@ return function(env)
   for i = 1, rounds do sync.signal_and_wait("round" .. i, n) end
   local round = (tg.now() - t0) / rounds
   local rss = read_number("/proc/self/status", "VmRSS:%s*(%d+)") or 0
-  -- a container's own cgroup is the root of its cgroup namespace
-  local cg = env.params.cgroup == "1" and read_number("/sys/fs/cgroup/memory.current", "(%d+)")
+  -- a container sees its own cgroup at /sys/fs/cgroup (v2: memory.current;
+  -- v1: the memory controller's usage, page cache included)
+  local cg = env.params.cgroup == "1" and (read_number("/sys/fs/cgroup/memory.current", "(%d+)")
+    or read_number("/sys/fs/cgroup/memory/memory.usage_in_bytes", "(%d+)"))
   log.info("bench up=%.6f round=%.6f rss_kb=%d cgroup_bytes=%s", up, round, rss, cg and ("%d"):format(cg) or "-")
   sync.signal_and_wait("measured", n)
   tg.sleep(env:number("hold", 0))
