@@ -1,8 +1,10 @@
 /*
  * main.c -- the tgrun command line: options, and which way of running the
  * plan they ask for.  Everything else lives in the units it calls:
- * tg_run.c (the single instance a Testground runner starts) and
- * tg_local.c (tgrun -n, in processes or in this process).
+ * tg_run.c (the single instance a Testground runner starts), tg_local.c
+ * (tgrun -n: processes, this process, or containers), tg_observe.c
+ * (tgrun observe) and tg_docker.c (the hidden _docker-reaper subcommand,
+ * the watchdog that --docker starts).
  *
  * Exit status: 0 every instance succeeded; 1 a plan failed or crashed; 2 bad
  * usage or configuration, with one line on stderr that says what and how to

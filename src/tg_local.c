@@ -4,13 +4,18 @@
  * tg_local.h for how the runner is split.
  *
  *  - Redis: --redis or REDIS_HOST/REDIS_PORT when given; else a private
- *    redis-server (tg_redisd.c), stopped at the end.
+ *    redis-server (tg_redisd.c), stopped at the end; with --docker always
+ *    the private one, listening on the containers' network too.
+ *  - A share: with --instance-count N --instance-offset O, the -n K
+ *    instances here are the run's O..O+K-1 (place_kids), which needs the
+ *    Redis and the run id every host is given.
  *  - Output: without a terminal every line of every instance is printed with
  *    its "group[index]" prefix; on a terminal one live progress line stands in
  *    for the events (failures and stderr still print).  Each instance writes
  *    its files under <outputs>/<run>/<group>/<index>/.
  *  - Ending: nothing is left behind: every child (and the private Redis) is
- *    reaped, and the temp folder removed, before tgrun exits.
+ *    reaped, and the temp folder removed, before tgrun exits; with --docker
+ *    last of all the containers and the network (tg_docker_teardown).
  */
 #define _POSIX_C_SOURCE 200809L
 #define _XOPEN_SOURCE 700

@@ -1,15 +1,18 @@
 /*
  * tg_local.h -- the local runner: `tgrun -n N plan.lua` runs N instances
- * of one plan on this machine and reports per group.  Three units share the
- * records below:
+ * of one plan on this machine and reports per group.  The units below
+ * share the records in this header:
  *
- *  - tg_local.c: the run's set-up (groups, parameters, the plan checked
- *    before anything starts, outputs and temp folders, the private
- *    redis-server) and the choice between the two runners below.
- *  - tg_summary.c: the live progress line, first errors, the summary.
- *  - tg_super.c: the process supervisor -- each instance its own process
- *    with the TEST_* environment a Testground runner gives it, its stdout
- *    read as event lines, the deadline and Ctrl-C.
+ *  - tg_local.c: the run's set-up (groups, parameters, this host's share of
+ *    a run that spans hosts, the plan checked before anything starts,
+ *    outputs and temp folders, the private redis-server, the docker
+ *    backend's set-up and teardown) and the choice between the runners.
+ *  - tg_summary.c: the live progress line, first errors, the summary
+ *    (tg_local_report also prints tgrun observe's, tg_observe.c).
+ *  - tg_super.c: the process supervisor -- each instance its own process,
+ *    or with --docker its own container (tg_docker.c), with the TEST_*
+ *    environment a Testground runner gives it, its stdout read as event
+ *    lines, the deadline and Ctrl-C.
  *  - tg_inproc.c: every instance a lua_State in this process (--inproc).
  *
  * Ownership: the tg_local_t lives on tg_local_run's heap and owns the

@@ -49,8 +49,10 @@ describe("a run across hosts, followed by tgrun observe", function()
     local run = h.uniq("mh")
     local obs = observe(run, { "--timeout", "60" })       -- before anything runs: it waits for the run
     local groups = { "-g", "a=2", "-g", "b=4", ADDRESSES }
+    local inproc = { "--inproc" }
+    for _, w in ipairs(groups) do inproc[#inproc + 1] = w end
     local hosts = { share("h1", run, 0, 2, 6, groups), share("h2", run, 2, 2, 6, groups),
-      share("h3", run, 4, 2, 6, groups) }
+      share("h3", run, 4, 2, 6, inproc) }         -- the third host runs its share in one process
     local labels = { h1 = { "a[0]", "a[1]" }, h2 = { "b[0]", "b[1]" }, h3 = { "b[2]", "b[3]" } }
     local seqs, hosts_of_seq = {}, {}
     for i, p in ipairs(hosts) do
