@@ -599,6 +599,11 @@ static int self_image(tg_docker_t *d, const char *exe) {
         goto out;
     }
     fprintf(stderr, "tgrun: built image %s in %.0f s\n", d->image, tg_rt_now() - tb);
+    /* the images of older binaries are a cache of ours: those a day old
+     * that no container uses go (docker refuses to remove one in use) */
+    const char *prune[] = {"image", "prune", "-a", "-f", "--filter", "label=tgrun.self",
+                           "--filter", "until=24h", NULL};
+    docker(prune, NULL, NULL, 0, CMD_SECS);
     status = 0;
 out:
     if (lock >= 0) close(lock);
