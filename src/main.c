@@ -1,8 +1,10 @@
 /*
  * main.c -- the tgrun command line: options, and which way of running the
  * plan they ask for.  Everything else lives in the units it calls:
- * tg_run.c (the single instance a Testground runner starts) and
- * tg_local.c (tgrun -n, in processes or in this process).
+ * tg_run.c (the single instance a Testground runner starts), tg_local.c
+ * (tgrun -n: processes, this process, or containers), tg_observe.c
+ * (tgrun observe) and tg_docker.c (the hidden _docker-reaper subcommand,
+ * the watchdog that --docker starts).
  *
  * Exit status: 0 every instance succeeded; 1 a plan failed or crashed; 2 bad
  * usage or configuration, with one line on stderr that says what and how to
@@ -16,8 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
+#include "tg_docker.h"
 #include "tg_local.h"
+#include "tg_observe.h"
 #include "tg_params.h"
 #include "tg_run.h"
 #include "tg_scalar.h"
@@ -30,6 +35,8 @@ static void usage(FILE *f) {
 "       tgrun -n N --inproc [options] PLAN.lua  run N instances in this process\n"
 "       tgrun serve [--listen HOST:PORT] [--redis URL]  a Testground sync service\n"
 "                              (see tgrun serve --help)\n"
+"       tgrun -n N --docker [IMAGE] [options] PLAN.lua  each instance its own container\n"
+"       tgrun observe --redis URL --run ID [options]  follow a run that runs elsewhere\n"
 "\n"
 "  -n, --instances N      local run with N instances\n"
 "  -c, --case NAME        test case (default: TEST_CASE, else the plan's only case)\n"
@@ -48,8 +55,21 @@ static void usage(FILE *f) {
 "                         back before every wait fails (default 5; 0: never)\n"
 "      --outputs DIR      where run.out and results.out go\n"
 "      --inproc           with -n: all instances in one process\n"
+"      --docker [IMAGE]   with -n: each instance in a container of IMAGE (default:\n"
+"                         tgrun's own, built when missing) on a private network\n"
+"      --instance-count N with -n K: the run has N instances across hosts ...\n"
+"      --instance-offset O  ... and this host runs its indices O..O+K-1\n"
+"      --subnet CIDR      with -n: the data network; each instance's env.ip is its\n"
+"                         address in it (default: loopback; --docker: Docker's pick)\n"
 "  -q, --quiet            local run: no live progress line\n"
 "  -h, --help, --version\n", f);
+}
+
+/* Is word the plan rather than an image name?  (For `--docker IMAGE`.) */
+static int looks_like_plan(const char *word) {
+    size_t n = strlen(word);
+    struct stat st;
+    return (n > 4 && strcmp(word + n - 4, ".lua") == 0) || (stat(word, &st) == 0 && S_ISREG(st.st_mode));
 }
 
 static int parse_opts(int argc, char **argv, tg_opts_t *o) {
@@ -68,6 +88,10 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"redis-retry", required_argument, 0, 'E'},
         {"join", no_argument, 0, 'J'},
         {"quiet", no_argument, 0, 'q'},
+        {"docker", optional_argument, 0, 'D'},
+        {"instance-count", required_argument, 0, 'N'},
+        {"instance-offset", required_argument, 0, 'o'},
+        {"subnet", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -123,6 +147,31 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         case 'O': o->outputs = optarg; break;
         case 'P': o->inproc = 1; break;
         case 'q': o->quiet = 1; break;
+        case 'D':
+            o->docker = 1;
+            /* --docker=IMAGE, or --docker IMAGE when the next word is not an
+             * option and not the plan (a .lua name or an existing file) */
+            if (optarg) o->image = optarg;
+            else if (optind < argc && argv[optind][0] != '-' && !looks_like_plan(argv[optind]))
+                o->image = argv[optind++];
+            if (o->image && !*o->image) return tg_usage_error("--docker= needs an image name");
+            break;
+        case 'N':
+            if (tg_parse_int(optarg, &n) < 0 || n < 1 || n > 1000000)
+                return tg_usage_error("--instance-count needs a whole number from 1 up, got \"%s\"", optarg);
+            o->instance_total = (int)n;
+            break;
+        case 'o':
+            if (tg_parse_int(optarg, &n) < 0 || n < 0 || n >= 1000000)
+                return tg_usage_error("--instance-offset needs a whole number from 0 up, got \"%s\"", optarg);
+            o->instance_offset = (int)n;
+            o->offset_given = 1;
+            break;
+        case 'S':
+            if (!strchr(optarg, '/') || strchr(optarg, ':'))
+                return tg_usage_error("--subnet needs an IPv4 network as ADDRESS/BITS (10.1.0.0/16), got \"%s\"", optarg);
+            o->subnet = optarg;
+            break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("tgrun %s\n", TG_VERSION); exit(0);
         default:
@@ -146,6 +195,11 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         if (!o->instances) o->instances = (int)sum;
     }
     if (o->inproc && !o->instances) return tg_usage_error("--inproc needs -n N");
+    if (o->docker && !o->instances) return tg_usage_error("--docker needs -n N");
+    if (o->docker && o->inproc) return tg_usage_error("--docker and --inproc exclude each other: choose one");
+    if (o->subnet && !o->instances) return tg_usage_error("--subnet needs -n N (a single instance reads TEST_SUBNET)");
+    if ((o->instance_total || o->offset_given) && !o->instances)
+        return tg_usage_error("--instance-count and --instance-offset need -n K (the instances this host runs)");
     return 0;
 }
 
@@ -165,6 +219,8 @@ int main(int argc, char **argv) {
     /* A peer or child that goes away must give an error, not kill tgrun. */
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && strcmp(argv[1], "serve") == 0) return tg_serve_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "observe") == 0) return tg_observe_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], TG_DOCKER_REAPER_CMD) == 0) return tg_docker_reaper_main(argc - 1, argv + 1);
     int rc = parse_opts(argc, argv, &o);
     if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
     tg_kvlist_free(&o.params);

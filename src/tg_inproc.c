@@ -71,42 +71,35 @@ int tg_inproc_run(tg_local_t *r) {
         goto out;
     }
 
-    int i = 0;
-    for (int g = 0; g < r->ngroups; g++) {
-        for (long j = 0; j < r->groups[g].count; j++, i++) {
-            tg_child_t *c = &r->kids[i];
-            char tmp[4200];
-            c->run = r;
-            c->group = g;
-            c->index = (int)j;
-            snprintf(c->label, sizeof c->label, "%s[%ld]", r->groups[g].name, j);
-            c->outdir = tg_local_outdir(r, g, j);
-            snprintf(tmp, sizeof tmp, "%s/%s/%ld", r->tmpdir, r->groups[g].name, j);
-            tg_inst_t *inst = tg_inst_new(&rt);
-            if (!inst || !c->outdir || tg_mkdir_p(c->outdir) < 0 || tg_mkdir_p(tmp) < 0) {
-                fprintf(stderr, "tgrun: cannot set up %s: %s\n", c->label, inst ? strerror(errno) : "out of memory");
-                continue;
-            }
-            inst->index = i;
-            inst->user = c;
-            tg_instcfg_t ic = {0};
-            ic.group_id = r->groups[g].name;
-            ic.instance_count = r->n;
-            ic.group_instance_count = (int)r->groups[g].count;
-            ic.outputs = c->outdir;
-            ic.temp = tmp;
-            ic.ip = "127.0.0.1";
-            ic.label = c->label;
-            ic.quiet_stdout = r->tty;
-            if (tg_run_load_plan(inst, r->o->plan_path, r->run.case_name) != 0
-                || tg_run_configure(inst, &r->run, &ic) != 0 || tg_run_start(inst) != 0) {
-                status = 2;
-                goto out;
-            }
-            lua_gc(inst->L, LUA_GCCOLLECT);     /* leave no set-up garbage behind */
-            c->spawned = 1;
-            r->running++;
+    for (int i = 0; i < r->n; i++) {
+        tg_child_t *c = &r->kids[i];
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s/%s/%d", r->tmpdir, r->groups[c->group].name, c->index);
+        tg_inst_t *inst = tg_inst_new(&rt);
+        if (!inst || tg_mkdir_p(c->outdir) < 0 || tg_mkdir_p(tmp) < 0) {
+            fprintf(stderr, "tgrun: cannot set up %s: %s\n", c->label, inst ? strerror(errno) : "out of memory");
+            continue;
         }
+        inst->index = r->offset + i;
+        inst->user = c;
+        tg_instcfg_t ic = {0};
+        ic.group_id = r->groups[c->group].name;
+        ic.instance_count = r->total;
+        ic.group_instance_count = (int)r->groups[c->group].count;
+        ic.outputs = c->outdir;
+        ic.temp = tmp;
+        ic.ip = "127.0.0.1";
+        ic.subnet = r->o->subnet;           /* then env.ip is this host's address in it */
+        ic.label = c->label;
+        ic.quiet_stdout = r->tty;
+        if (tg_run_load_plan(inst, r->o->plan_path, r->run.case_name) != 0
+            || tg_run_configure(inst, &r->run, &ic) != 0 || tg_run_start(inst) != 0) {
+            status = 2;
+            goto out;
+        }
+        lua_gc(inst->L, LUA_GCCOLLECT);     /* leave no set-up garbage behind */
+        c->spawned = 1;
+        r->running++;
     }
     uv_timer_t progress, watchdog;
     uv_timer_init(&loop, &progress);

@@ -1,15 +1,18 @@
 /*
  * tg_local.h -- the local runner: `tgrun -n N plan.lua` runs N instances
- * of one plan on this machine and reports per group.  Three units share the
- * records below:
+ * of one plan on this machine and reports per group.  The units below
+ * share the records in this header:
  *
- *  - tg_local.c: the run's set-up (groups, parameters, the plan checked
- *    before anything starts, outputs and temp folders, the private
- *    redis-server) and the choice between the two runners below.
- *  - tg_summary.c: the live progress line, first errors, the summary.
- *  - tg_super.c: the process supervisor -- each instance its own process
- *    with the TEST_* environment a Testground runner gives it, its stdout
- *    read as event lines, the deadline and Ctrl-C.
+ *  - tg_local.c: the run's set-up (groups, parameters, this host's share of
+ *    a run that spans hosts, the plan checked before anything starts,
+ *    outputs and temp folders, the private redis-server, the docker
+ *    backend's set-up and teardown) and the choice between the runners.
+ *  - tg_summary.c: the live progress line, first errors, the summary
+ *    (tg_local_report also prints tgrun observe's, tg_observe.c).
+ *  - tg_super.c: the process supervisor -- each instance its own process,
+ *    or with --docker its own container (tg_docker.c), with the TEST_*
+ *    environment a Testground runner gives it, its stdout read as event
+ *    lines, the deadline and Ctrl-C.
  *  - tg_inproc.c: every instance a lua_State in this process (--inproc).
  *
  * Ownership: the tg_local_t lives on tg_local_run's heap and owns the
@@ -57,20 +60,24 @@ typedef struct tg_local {
     uv_loop_t loop;             /* the runner's own: children, redis-server */
     const tg_opts_t *o;
     tg_run_t run;
-    tg_child_t *kids;
+    tg_child_t *kids;           /* the n instances this runner runs */
     int n, running, open_handles;
+    int total, offset;          /* the run has total instances; ours are offset.. */
     tg_group_t groups[TG_MAX_GROUPS];
     int ngroups;
     uv_timer_t deadline, killer, progress;
     uv_signal_t sigint, sigterm;
     tg_redisd_t redisd;
     int tty, interrupted, timed_out, termed;
+    int killed;                 /* --docker: the killer removed the containers */
+    double deadline_unix;       /* the run's deadline as Unix time (TG_DEADLINE) */
     double t0;
     lua_State *L;               /* only for decoding event lines */
     tg_rt_t *rt;                /* --inproc: the runtime all instances share */
     tg_redis_addr_t addr;       /* the run's Redis, with its credentials */
     int have_redis;             /* 0: a sync service alone */
     char launch[96];            /* this launch's id (TG_LAUNCH) */
+    struct tg_docker *dk;       /* --docker: the containers' backend (tg_docker.c) */
     char outputs[4096], tmpdir[4096], redis_url[4300];
     char exe[4096];
     int progress_shown;
@@ -93,6 +100,12 @@ void tg_local_set_error(char **slot, const char *msg, size_t len);
 char *tg_local_outdir(tg_local_t *r, int g, long j);
 /* Settle each instance's outcome and print the summary; the exit status. */
 int tg_local_summarize(tg_local_t *r);
+/* Print the summary of instances whose outcome, error and unfinished flag
+ * are settled: the totals, each group, the first error of each failed
+ * instance (how = what the runner calls it: "instances here", ...).  outputs:
+ * the folder to name, or NULL.  The exit status (0, 1; 2 when every
+ * failure was a usage error, counted in usage). */
+int tg_local_report(tg_local_t *r, const char *extra, int usage, const char *outputs);
 
 /* tg_super.c: every instance its own process; the exit status. */
 int tg_super_run(tg_local_t *r, const char *params, const char *start);

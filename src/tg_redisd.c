@@ -8,22 +8,13 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <hiredis/hiredis.h>
 
 #include "tg_run.h"
-
-static int find_on_path(const char *name, char *out, size_t len) {
-    const char *path = getenv("PATH");
-    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
-    char *copy = strdup(path), *save = NULL;
-    int found = 0;
-    for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d && !found; d = strtok_r(NULL, ":", &save)) {
-        snprintf(out, len, "%s/%s", *d ? d : ".", name);
-        found = access(out, X_OK) == 0;
-    }
-    free(copy);
-    return found ? 0 : -1;
-}
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
     (void)status; (void)sig;
@@ -46,18 +37,43 @@ static int answers(const char *sock) {
     return ok;
 }
 
-int tg_redisd_start(tg_redisd_t *d, uv_loop_t *loop, const char *dir, int maxclients, const char *self) {
-    char bin[4096], maxc[32], logf[4300];
+/* A TCP port free on addr right now (the kernel's choice), or -1. */
+static int free_port(const char *addr) {
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) return -1;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+    if (fd < 0) return -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+int tg_redisd_start(tg_redisd_t *d, uv_loop_t *loop, const char *dir, int maxclients, const char *bind,
+                    const char *self) {
+    char bin[4096], maxc[32], logf[4300], pidf[4300], port[16] = "0";
     memset(d, 0, sizeof *d);
     d->loop = loop;
-    if (find_on_path("redis-server", bin, sizeof bin) < 0)
+    if (tg_find_on_path("redis-server", bin, sizeof bin) < 0)
         return tg_usage_error("redis-server is not on PATH: install it (apt-get install redis-server), "
                               "or point tgrun at a Redis with --redis URL or REDIS_HOST");
     snprintf(d->sock, sizeof d->sock, "%s/redis.sock", dir);
     snprintf(maxc, sizeof maxc, "%d", maxclients);
     snprintf(logf, sizeof logf, "%s/redis.log", dir);
-    const char *argv[] = {self, "--_guard", bin, "--port", "0", "--unixsocket", d->sock, "--unixsocketperm", "700",
-                          "--save", "", "--appendonly", "no", "--dir", dir,
+    snprintf(pidf, sizeof pidf, "%s/redis.pid", dir);
+    if (bind) {
+        int p = free_port(bind);
+        if (p < 0) return tg_usage_error("cannot find a free TCP port on %s for the run's Redis: %s", bind, strerror(errno));
+        snprintf(port, sizeof port, "%d", p);
+        snprintf(d->tcp_url, sizeof d->tcp_url, "redis://%s:%d", bind, p);
+    }
+    /* bound to the run's own address only, so protected mode has nothing to add */
+    const char *argv[] = {self, "--_guard", bin, "--port", port, "--bind", bind ? bind : "127.0.0.1", "--protected-mode", "no",
+                          "--unixsocket", d->sock, "--unixsocketperm", "700",
+                          "--save", "", "--appendonly", "no", "--dir", dir, "--pidfile", pidf,
                           "--logfile", logf, "--maxclients", maxc, NULL};
     uv_process_options_t po;
     memset(&po, 0, sizeof po);

@@ -86,6 +86,19 @@ int tg_mkdir_p(const char *path) {
     return mkdir_one(buf);
 }
 
+int tg_find_on_path(const char *name, char *out, size_t len) {
+    const char *path = getenv("PATH");
+    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+    char *copy = strdup(path), *save = NULL;
+    int found = 0;
+    for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d && !found; d = strtok_r(NULL, ":", &save)) {
+        snprintf(out, len, "%s/%s", *d ? d : ".", name);
+        found = access(out, X_OK) == 0;
+    }
+    free(copy);
+    return found ? 0 : -1;
+}
+
 /* ---- the run --------------------------------------------------------------- */
 
 int tg_run_init(tg_run_t *run, const tg_opts_t *o) {
@@ -170,10 +183,15 @@ int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *i
     cfg_str(L, "temp_path", ic->temp);
     lua_pushboolean(L, ic->sidecar);
     lua_setfield(L, -2, "sidecar");
-    cfg_str(L, "subnet", tg_env_or("TEST_SUBNET", "127.1.0.0/16"));
+    cfg_str(L, "subnet", ic->subnet ? ic->subnet : tg_env_or("TEST_SUBNET", "127.1.0.0/16"));
     cfg_str(L, "ip", ic->ip);
     lua_pushnumber(L, o->timeout);
     lua_setfield(L, -2, "timeout");
+    /* who this instance is, for the run's event stream (tgrun observe) */
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    cfg_str(L, "host", host);
+    if (ic->name || ic->label) cfg_str(L, "instance_name", ic->name ? ic->name : ic->label);
     if (ic->label) {                    /* an instance of an in-process run */
         cfg_str(L, "label", ic->label);
         lua_pushboolean(L, ic->quiet_stdout);
@@ -543,6 +561,7 @@ int tg_run_single(const tg_opts_t *o) {
         status = tg_usage_error("TEST_SIDECAR is not true or false: \"%s\"", sc);
     ic.sidecar = sidecar;
     ic.ip = tg_env_or("TG_INSTANCE_IP", "127.0.0.1");
+    ic.name = getenv("TG_INSTANCE_NAME");
     if (o->outputs) ic.outputs = o->outputs;
     else if (getenv("TEST_OUTPUTS_PATH") && *getenv("TEST_OUTPUTS_PATH")) ic.outputs = getenv("TEST_OUTPUTS_PATH");
     else {
@@ -580,6 +599,16 @@ int tg_run_single(const tg_opts_t *o) {
     tg_rt_t rt;
     tg_rt_init(&rt, &loop);
     rt.deadline = tg_rt_now() + o->timeout;
+    /* a local runner's instance: the run's deadline as Unix time, so that
+     * one that started late (a container) still ends with the run */
+    const char *dl = getenv("TG_DEADLINE");
+    double abs;
+    if (dl && *dl && tg_parse_number(dl, &abs) == 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double d = tg_rt_now() + (abs - ((double)now.tv_sec + now.tv_nsec / 1e9));
+        if (d < rt.deadline) rt.deadline = d;
+    }
     rt.lua_dir = getenv("TG_LUA_DIR");
     rt.on_inst_done = on_single_done;
     tg_rt_handle_signals(&rt);

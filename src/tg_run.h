@@ -51,6 +51,12 @@ typedef struct tg_opts {
     const char *plan_path;
     double redis_retry;         /* seconds to get a dropped connection back (0: never) */
     int inproc, quiet, join;
+    int docker;                 /* --docker: each instance its own container */
+    const char *image;          /* --docker IMAGE; NULL: tgrun's own image */
+    int instance_total;         /* --instance-count N: the whole run's size (0: -n) */
+    int instance_offset;        /* --instance-offset O: this host's first index */
+    int offset_given;
+    const char *subnet;         /* --subnet: the instances' data network */
 } tg_opts_t;
 
 /* What every instance of the run shares. */
@@ -71,6 +77,8 @@ typedef struct tg_instcfg {
     const char *group_id, *outputs, *temp, *ip;
     int instance_count, group_instance_count, sidecar;
     const char *label;          /* in-process runs: "group[index]" for output lines */
+    const char *name;           /* the runner's "group[index]" (TG_INSTANCE_NAME), or NULL */
+    const char *subnet;         /* the data network; NULL: TEST_SUBNET, else loopback */
     int quiet_stdout;           /* in-process runs on a terminal: only failures print */
 } tg_instcfg_t;
 
@@ -84,6 +92,8 @@ int tg_mkdir_p(const char *path);
 /* Have the kernel send this process SIGTERM when its parent (pid parent)
  * ends; exit at once if it has ended already. */
 void tg_die_with_parent(long parent);
+/* The full path of program name on PATH into out.  0, or -1 (not there). */
+int tg_find_on_path(const char *name, char *out, size_t len);
 /* The value of environment variable name, or dflt when unset or empty. */
 const char *tg_env_or(const char *name, const char *dflt);
 

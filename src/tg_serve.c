@@ -990,7 +990,7 @@ int tg_serve_main(int argc, char **argv) {
                 tg_usage_error("serve: cannot find my own binary");
                 goto out;
             }
-            if (tg_redisd_start(&s->redisd, &loop, s->tmpdir, 50000, self) != 0) goto out;
+            if (tg_redisd_start(&s->redisd, &loop, s->tmpdir, 50000, NULL, self) != 0) goto out;
             if (tg_redis_addr_parse(s->redisd.url, &addr, err, sizeof err) < 0) {
                 tg_usage_error("serve: %s", err);
                 goto out;

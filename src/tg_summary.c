@@ -62,12 +62,12 @@ char *tg_local_outdir(tg_local_t *r, int g, long j) {
 
 /* Settle each child's outcome and print the summary; the exit status. */
 int tg_local_summarize(tg_local_t *r) {
-    int ok = 0, failed = 0, usage = 0;
+    int usage = 0;
     tg_local_clear_progress(r);
     for (int i = 0; i < r->n; i++) {
         tg_child_t *c = &r->kids[i];
         char why[512];
-        if (c->outcome == TG_OUT_SUCCESS && c->exited && c->status == 0 && !c->signal) { ok++; continue; }
+        if (c->outcome == TG_OUT_SUCCESS && c->exited && c->status == 0 && !c->signal) continue;
         if (c->outcome == TG_OUT_SUCCESS) {
             snprintf(why, sizeof why, "recorded success but exited with %s %d",
                      c->signal ? "signal" : "status", c->signal ? c->signal : (int)c->status);
@@ -77,18 +77,34 @@ int tg_local_summarize(tg_local_t *r) {
         }
         if (!c->outcome) {
             if (!c->spawned) snprintf(why, sizeof why, "could not be started");
-            else if (c->status == 2 && c->stderr_first) snprintf(why, sizeof why, "%s", c->stderr_first);
-            else if (c->signal) snprintf(why, sizeof why, "killed by signal %d before it recorded an outcome%s",
-                                         c->signal, r->timed_out ? " (the run's deadline had passed)" : "");
+            /* 2: tgrun's own one-line complaint; 125..127: docker run's */
+            else if ((c->status == 2 || (r->dk && c->status >= 125 && c->status <= 127)) && c->stderr_first)
+                snprintf(why, sizeof why, "%s", c->stderr_first);
+            else if (c->signal || (r->dk && c->status > 128 && c->status < 160))   /* a container's 128+n */
+                snprintf(why, sizeof why, "killed by signal %d before it recorded an outcome%s",
+                         c->signal ? c->signal : (int)c->status - 128,
+                         r->timed_out ? " (the run's deadline had passed)" : "");
             else snprintf(why, sizeof why, "exited with status %d without recording an outcome", (int)c->status);
             c->error = strdup(why);
             c->outcome = TG_OUT_FAILURE;
         }
         if (c->exited && c->status == 2) usage++;
-        failed++;
     }
-    printf("tgrun: run %s (plan %s, case %s): %d instances, %d succeeded, %d failed, in %.2f s\n",
-           r->run.run_id, r->run.plan, r->run.case_name, r->n, ok, failed, tg_local_now() - r->t0);
+    char extra[128] = "";
+    if (r->n < r->total)
+        snprintf(extra, sizeof extra, " (indices %d..%d of a run of %d)", r->offset, r->offset + r->n - 1, r->total);
+    char outputs[4200];
+    snprintf(outputs, sizeof outputs, "%s/%s", r->outputs, r->run.run_id);
+    return tg_local_report(r, extra, usage, outputs);
+}
+
+int tg_local_report(tg_local_t *r, const char *extra, int usage, const char *outputs) {
+    int ok = 0, failed = 0;
+    tg_local_clear_progress(r);
+    counts(r, &ok, &failed);
+    failed = r->n - ok;
+    printf("tgrun: run %s (plan %s, case %s): %d instances%s, %d succeeded, %d failed, in %.2f s\n",
+           r->run.run_id, r->run.plan, r->run.case_name, r->n, extra, ok, failed, tg_local_now() - r->t0);
     for (int g = 0; g < r->ngroups; g++) {
         int gok = 0, gfail = 0;
         for (int i = 0; i < r->n; i++) {
@@ -96,7 +112,7 @@ int tg_local_summarize(tg_local_t *r) {
             if (r->kids[i].outcome == TG_OUT_SUCCESS) gok++;
             else gfail++;
         }
-        printf("  group %s: %d succeeded, %d failed\n", r->groups[g].name, gok, gfail);
+        if (gok + gfail) printf("  group %s: %d succeeded, %d failed\n", r->groups[g].name, gok, gfail);
     }
     int shown = 0;
     for (int i = 0; i < r->n; i++) {
@@ -108,10 +124,9 @@ int tg_local_summarize(tg_local_t *r) {
                c->outcome == TG_OUT_CRASH ? "crashed" : "failed",
                c->error ? c->error : "?");
     }
-    printf("tgrun: outputs in %s/%s\n", r->outputs, r->run.run_id);
+    if (outputs) printf("tgrun: outputs in %s\n", outputs);
     fflush(stdout);
     if (failed == 0) return 0;
     if (usage == failed) return 2;
     return 1;
 }
-

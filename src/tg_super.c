@@ -4,10 +4,20 @@
  * Testground runner would give it; its stdout read as event lines (the one
  * classifier, tg_event.c, says what each means), its stderr passed on.
  *
+ * Two ways to launch an instance, the rest is the same: this binary as a
+ * child process (its environment the TEST_* variables), or, with --docker,
+ * `docker run` of the instance's container (tg_docker.c builds its argv:
+ * the same TEST_* variables with -e), whose attached stdout and stderr are
+ * the container's and whose exit status is the container's.
+ *
  * Ending: the run's deadline (--timeout, plus --grace) and Ctrl-C send
  * SIGTERM to every instance still running -- an instance answers by failing
  * its pending waits with what it was waiting for -- and SIGKILL a few
- * seconds later.  Every child is reaped before the loop ends.
+ * seconds later.  `docker run` passes SIGTERM on to its container (whose
+ * init passes it to tgrun), but SIGKILL would only kill the client: for
+ * containers the killer (and a second Ctrl-C) removes them with `docker rm
+ * -f` instead, and kills the clients only if they still linger after that.
+ * Every child is reaped before the loop ends.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "tg_local.h"
@@ -18,10 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 #include <lauxlib.h>
 
+#include "tg_docker.h"
 #include "tg_event.h"
 #include "tg_json.h"
+#include "tg_text.h"
 
 extern char **environ;
 
@@ -60,6 +73,7 @@ static void on_out_line(tg_child_t *c, const char *line, size_t len) {
 }
 
 static void on_err_line(tg_child_t *c, const char *line, size_t len) {
+    if (c->run->dk && tg_docker_cli_warning(c->run->dk, line, len)) return;   /* printed once */
     if (!c->stderr_first && len) tg_local_set_error(&c->stderr_first, line, len);
     tg_local_clear_progress(c->run);
     fprintf(stderr, "%s stderr: %.*s\n", c->label, (int)len, line);
@@ -139,13 +153,40 @@ static void kill_all(tg_local_t *r, int sig) {
         if (r->kids[i].spawned && !r->kids[i].exited) uv_kill(-r->kids[i].pid, sig);
 }
 
+static void on_docker_rm_done(void *data) {
+    tg_local_t *r = data;
+    r->open_handles--;
+    maybe_done(r);
+}
+
+/* Containers: SIGKILL would reach only the `docker run` clients, so remove
+ * the containers themselves (the clients then end with 137). */
+static void remove_containers(tg_local_t *r) {
+    tg_strv_t names = {0};
+    char name[256];
+    for (int i = 0; i < r->n; i++) {
+        tg_child_t *c = &r->kids[i];
+        if (!c->spawned || c->exited) continue;
+        tg_docker_container_name(r->dk, r->groups[c->group].name, c->index, name, sizeof name);
+        tg_strv_addf(&names, "%s", name);
+    }
+    if (names.n && tg_docker_rm_start(r->dk, &names, on_docker_rm_done, r) == 0) r->open_handles++;
+    tg_strv_free(&names);
+}
+
 static void on_killer(uv_timer_t *h) {
     tg_local_t *r = h->data;
+    if (r->dk && r->killed++ == 0) {
+        remove_containers(r);
+        uv_timer_start(&r->killer, on_killer, TG_KILL_SECS * 1000, 0);   /* then the clients */
+        return;
+    }
     kill_all(r, SIGKILL);
+    if (r->dk) tg_docker_rm_stop(r->dk);
 }
 
 /* Ask every running instance to stop: each fails its pending waits with what
- * it was waiting for, records that, and exits; SIGKILL follows if not. */
+ * it was waiting for, records that, and exits; the killer follows if not. */
 static void terminate(tg_local_t *r) {
     if (r->termed) return;
     r->termed = 1;
@@ -169,7 +210,14 @@ static void on_signal(uv_signal_t *h, int sig) {
     tg_local_clear_progress(r);
     if (r->interrupted++) {
         fprintf(stderr, "tgrun: interrupted again: killing every instance\n");
-        kill_all(r, SIGKILL);
+        if (r->dk) {
+            /* remove the containers now; the clients get SIGKILL if they linger */
+            uv_timer_stop(&r->killer);
+            if (!r->killed) on_killer(&r->killer);
+            else kill_all(r, SIGKILL);
+        } else {
+            kill_all(r, SIGKILL);
+        }
         return;
     }
     fprintf(stderr, "tgrun: %s: stopping %d instance(s) (again to kill them)\n",
@@ -177,71 +225,78 @@ static void on_signal(uv_signal_t *h, int sig) {
     terminate(r);
 }
 
-static char *env_entry(const char *k, const char *v) {
-    size_t n = strlen(k) + strlen(v) + 2;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s=%s", k, v);
-    return s;
-}
-
 static int is_ours(const char *e) {
     static const char *names[] = {"TEST_PLAN=", "TEST_CASE=", "TEST_RUN=", "TEST_INSTANCE_COUNT=",
         "TEST_GROUP_ID=", "TEST_GROUP_INSTANCE_COUNT=", "TEST_INSTANCE_PARAMS=", "TEST_OUTPUTS_PATH=",
         "TEST_TEMP_PATH=", "TEST_SIDECAR=", "TEST_SUBNET=", "TEST_START_TIME=", "REDIS_PASSWORD=",
-        "REDIS_USERNAME=", "TG_PARENT_PID=", NULL};
+        "REDIS_USERNAME=", "TG_PARENT_PID=", "TG_INSTANCE_NAME=", "TG_DEADLINE=", NULL};
     for (int i = 0; names[i]; i++)
         if (strncmp(e, names[i], strlen(names[i])) == 0) return 1;
     return 0;
 }
 
+/* What every instance is told, as a Testground runner tells it (TEST_*),
+ * plus TG_INSTANCE_NAME, its "group[index]" for whoever follows the run;
+ * outputs, temp and subnet as the instance sees them. */
+static void instance_env(tg_local_t *r, tg_child_t *c, const char *params, const char *start,
+                         const char *outputs, const char *temp, const char *subnet, tg_strv_t *ev) {
+    tg_strv_addf(ev, "TEST_PLAN=%s", r->run.plan);
+    tg_strv_addf(ev, "TEST_CASE=%s", r->run.case_name);
+    tg_strv_addf(ev, "TEST_RUN=%s", r->run.run_id);
+    tg_strv_addf(ev, "TEST_INSTANCE_COUNT=%d", r->total);
+    tg_strv_addf(ev, "TEST_GROUP_ID=%s", r->groups[c->group].name);
+    tg_strv_addf(ev, "TEST_GROUP_INSTANCE_COUNT=%ld", r->groups[c->group].count);
+    tg_strv_addf(ev, "TEST_INSTANCE_PARAMS=%s", params);
+    tg_strv_addf(ev, "TEST_OUTPUTS_PATH=%s", outputs);
+    tg_strv_addf(ev, "TEST_TEMP_PATH=%s", temp);
+    tg_strv_addf(ev, "TEST_SIDECAR=false");
+    tg_strv_addf(ev, "TEST_SUBNET=%s", subnet);
+    tg_strv_addf(ev, "TEST_START_TIME=%s", start);
+    tg_strv_addf(ev, "TG_INSTANCE_NAME=%s", c->label);
+    tg_strv_addf(ev, "TG_DEADLINE=%.3f", r->deadline_unix);
+}
+
+/* Start instance c: argv and environment for its backend, then one spawn
+ * with its stdout and stderr on pipes of ours.  0 or a negative errno. */
 static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const char *start) {
-    char tmp[4200], n[32], gn[32], timeout[64], ppid[32], retry[32];
-    snprintf(tmp, sizeof tmp, "%s/%s/%d", r->tmpdir, r->groups[c->group].name, c->index);
-    if (!c->outdir || tg_mkdir_p(c->outdir) < 0 || tg_mkdir_p(tmp) < 0) return -errno;
-    snprintf(n, sizeof n, "%d", r->n);
-    snprintf(gn, sizeof gn, "%ld", r->groups[c->group].count);
+    char tmp[4200], timeout[64];
+    tg_strv_t ev = {0}, argv = {0}, env = {0};
+    int rc = 0;
     snprintf(timeout, sizeof timeout, "%g", r->o->timeout);
-    snprintf(retry, sizeof retry, "%g", r->o->redis_retry);
-    snprintf(ppid, sizeof ppid, "%ld", (long)getpid());
-
-    size_t ne = 0;
-    while (environ[ne]) ne++;
-    char **env = calloc(ne + 16, sizeof *env);
-    if (!env) return UV_ENOMEM;
-    size_t k = 0;
-    for (size_t i = 0; i < ne; i++)
-        if (!is_ours(environ[i])) env[k++] = strdup(environ[i]);
-    env[k++] = env_entry("TEST_PLAN", r->run.plan);
-    env[k++] = env_entry("TEST_CASE", r->run.case_name);
-    env[k++] = env_entry("TEST_RUN", r->run.run_id);
-    env[k++] = env_entry("TEST_INSTANCE_COUNT", n);
-    env[k++] = env_entry("TEST_GROUP_ID", r->groups[c->group].name);
-    env[k++] = env_entry("TEST_GROUP_INSTANCE_COUNT", gn);
-    env[k++] = env_entry("TEST_INSTANCE_PARAMS", params);
-    env[k++] = env_entry("TEST_OUTPUTS_PATH", c->outdir);
-    env[k++] = env_entry("TEST_TEMP_PATH", tmp);
-    env[k++] = env_entry("TEST_SIDECAR", "false");
-    env[k++] = env_entry("TEST_SUBNET", "127.1.0.0/16");
-    env[k++] = env_entry("TEST_START_TIME", start);
-    env[k++] = env_entry("TG_PARENT_PID", ppid);       /* die with the runner */
-    if (r->addr.password[0]) env[k++] = env_entry("REDIS_PASSWORD", r->addr.password);
-    if (r->addr.user[0]) env[k++] = env_entry("REDIS_USERNAME", r->addr.user);
-
-    const char *argv[14];
-    int a = 0;
-    argv[a++] = r->exe;
-    argv[a++] = "--timeout";
-    argv[a++] = timeout;
-    if (r->have_redis) {
-        argv[a++] = "--redis";
-        argv[a++] = r->redis_url;
-        argv[a++] = "--redis-retry";
-        argv[a++] = retry;
+    if (tg_mkdir_p(c->outdir) < 0) return -errno;
+    /* the child's own environment (or the docker client's): ours without TEST_* */
+    for (size_t i = 0; environ[i]; i++)
+        if (!is_ours(environ[i])) tg_strv_addf(&env, "%s", environ[i]);
+    if (r->dk) {
+        instance_env(r, c, params, start, "/outputs", "/tmp", r->dk->subnet, &ev);
+        rc = tg_docker_run_argv(r->dk, r->groups[c->group].name, c->index, c->label, c->outdir,
+                                &ev, timeout, r->redis_url, &argv);
+    } else {
+        snprintf(tmp, sizeof tmp, "%s/%s/%d", r->tmpdir, r->groups[c->group].name, c->index);
+        if (tg_mkdir_p(tmp) < 0) rc = -errno;
+        instance_env(r, c, params, start, c->outdir, tmp, r->o->subnet ? r->o->subnet : "127.1.0.0/16", &ev);
+        for (size_t i = 0; i < ev.n; i++) tg_strv_addf(&env, "%s", ev.v[i]);
+        tg_strv_addf(&env, "TG_PARENT_PID=%ld", (long)getpid());      /* die with the runner */
+        if (r->addr.password[0]) tg_strv_addf(&env, "REDIS_PASSWORD=%s", r->addr.password);
+        if (r->addr.user[0]) tg_strv_addf(&env, "REDIS_USERNAME=%s", r->addr.user);
+        tg_strv_addf(&argv, "%s", r->exe);
+        tg_strv_addf(&argv, "--timeout");
+        tg_strv_addf(&argv, "%s", timeout);
+        if (r->have_redis) {
+            tg_strv_addf(&argv, "--redis");
+            tg_strv_addf(&argv, "%s", r->redis_url);
+            tg_strv_addf(&argv, "--redis-retry");
+            tg_strv_addf(&argv, "%g", r->o->redis_retry);
+        }
+        if (r->o->sync_url) {
+            tg_strv_addf(&argv, "--sync");
+            tg_strv_addf(&argv, "%s", r->o->sync_url);
+        }
+        if (r->o->join) tg_strv_addf(&argv, "--join");
+        tg_strv_addf(&argv, "%s", r->o->plan_path);
     }
-    if (r->o->sync_url) { argv[a++] = "--sync"; argv[a++] = r->o->sync_url; }
-    if (r->o->join) argv[a++] = "--join";
-    argv[a++] = r->o->plan_path;
-    argv[a] = NULL;
+    if (rc == 0 && (ev.oom || argv.oom || env.oom)) rc = UV_ENOMEM;
+    if (rc < 0) goto out;
 
     uv_stdio_container_t stdio[3];
     uv_pipe_init(&r->loop, &c->out, 0);
@@ -256,20 +311,18 @@ static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const c
     stdio[2].data.stream = (uv_stream_t *)&c->err;
     uv_process_options_t po;
     memset(&po, 0, sizeof po);
-    po.file = r->exe;
-    po.args = (char **)argv;
-    po.env = env;
+    po.file = argv.v[0];
+    po.args = argv.v;
+    po.env = env.v;
     po.exit_cb = on_exit_cb;
     po.stdio = stdio;
     po.stdio_count = 3;
     po.flags = UV_PROCESS_DETACHED;     /* Ctrl-C reaches tgrun, which stops them in order */
-    int rc = uv_spawn(&r->loop, &c->proc, &po);
-    for (size_t i = 0; i < k; i++) free(env[i]);
-    free(env);
+    rc = uv_spawn(&r->loop, &c->proc, &po);
     if (rc < 0) {
         uv_close((uv_handle_t *)&c->out, on_handle_closed);
         uv_close((uv_handle_t *)&c->err, on_handle_closed);
-        return rc;
+        goto out;
     }
     c->spawned = 1;
     c->pid = c->proc.pid;
@@ -278,7 +331,11 @@ static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const c
     r->running++;
     uv_read_start((uv_stream_t *)&c->out, alloc_cb, on_read);
     uv_read_start((uv_stream_t *)&c->err, alloc_cb, on_read);
-    return 0;
+out:
+    tg_strv_free(&ev);
+    tg_strv_free(&argv);
+    tg_strv_free(&env);
+    return rc;
 }
 
 /* ---- ending -------------------------------------------------------------- */
@@ -298,23 +355,18 @@ int tg_super_run(tg_local_t *r, const char *params, const char *start) {
     r->deadline.data = r->killer.data = r->progress.data = r->sigint.data = r->sigterm.data = r;
     uv_signal_start(&r->sigint, on_signal, SIGINT);
     uv_signal_start(&r->sigterm, on_signal, SIGTERM);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    r->deadline_unix = (double)now.tv_sec + now.tv_nsec / 1e9 + o->timeout;
     uv_timer_start(&r->deadline, on_deadline, (uint64_t)((o->timeout + o->grace) * 1000), 0);
     if (r->tty) uv_timer_start(&r->progress, tg_local_on_progress, 0, 250);
 
-    int i = 0;
-    for (int g = 0; g < r->ngroups; g++) {
-        for (long j = 0; j < r->groups[g].count; j++, i++) {
-            tg_child_t *c = &r->kids[i];
-            c->run = r;
-            c->group = g;
-            c->index = (int)j;
-            snprintf(c->label, sizeof c->label, "%s[%ld]", r->groups[g].name, j);
-            c->outdir = tg_local_outdir(r, g, j);
-            int src = spawn_child(r, c, params, start);
-            if (src < 0) {
-                tg_local_clear_progress(r);
-                fprintf(stderr, "tgrun: cannot start %s: %s\n", c->label, uv_strerror(src));
-            }
+    for (int i = 0; i < r->n; i++) {
+        tg_child_t *c = &r->kids[i];
+        int src = spawn_child(r, c, params, start);
+        if (src < 0) {
+            tg_local_clear_progress(r);
+            fprintf(stderr, "tgrun: cannot start %s: %s\n", c->label, uv_strerror(src));
         }
     }
     if (r->running > 0 || r->open_handles > 0) uv_run(&r->loop, UV_RUN_DEFAULT);

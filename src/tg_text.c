@@ -59,3 +59,31 @@ char *tg_text_dupn(const char *s, size_t n) {
     p[n] = '\0';
     return p;
 }
+
+int tg_strv_addf(tg_strv_t *sv, const char *fmt, ...) {
+    va_list ap;
+    if (sv->n + 2 > sv->cap) {
+        size_t cap = sv->cap ? sv->cap * 2 : 16;
+        char **nv = realloc(sv->v, cap * sizeof *nv);
+        if (!nv) { sv->oom = 1; return -1; }
+        sv->v = nv;
+        sv->cap = cap;
+    }
+    va_start(ap, fmt);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = len < 0 ? NULL : malloc((size_t)len + 1);
+    if (!s) { sv->oom = 1; return -1; }
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    sv->v[sv->n++] = s;
+    sv->v[sv->n] = NULL;
+    return 0;
+}
+
+void tg_strv_free(tg_strv_t *sv) {
+    for (size_t i = 0; i < sv->n; i++) free(sv->v[i]);
+    free(sv->v);
+    memset(sv, 0, sizeof *sv);
+}

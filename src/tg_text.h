@@ -5,7 +5,9 @@
  * trimming, and the quoting of offending input in error messages.
  *
  * Pure libc, no global state.  tg_text_dupn returns malloc'd memory the
- * caller frees; the quoting functions write into the caller's buffer.
+ * caller frees; the quoting functions write into the caller's buffer.  A
+ * tg_strv_t (an argument or environment vector built piece by piece) owns
+ * its strings; tg_strv_free frees them.
  */
 #ifndef TG_TEXT_H
 #define TG_TEXT_H
@@ -52,5 +54,17 @@ const char *tg_text_q(char *buf, const char *s);
 void tg_text_trim(const char *s, const char **b, const char **e);
 /* A malloc'd NUL-terminated copy of s[0..n), or NULL. */
 char *tg_text_dupn(const char *s, size_t n);
+
+/* A NULL-terminated vector of malloc'd strings (argv, envp); zero it to
+ * start.  v[n] is always NULL once something was added. */
+typedef struct tg_strv {
+    char **v;
+    size_t n, cap;
+    int oom;                    /* an add ran out of memory: the vector is short */
+} tg_strv_t;
+/* Append one formatted string.  0, or -1 (out of memory; oom set). */
+int tg_strv_addf(tg_strv_t *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Free every string and the vector; the struct is zeroed. */
+void tg_strv_free(tg_strv_t *sv);
 
 #endif

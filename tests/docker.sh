@@ -28,8 +28,14 @@
 #      c. examples/network/splitbrain.lua, 4 instances, --cap-add NET_ADMIN:
 #         tg.network partitions and heals the containers' own network;
 #      d. one container without --cap-add: tg.network says "unsupported";
-#      e. examples/k8s/job.yaml's 8 pods emulated (see k8s_case).
+#      e. examples/k8s/job.yaml's 8 pods emulated (see k8s_case), with
+#         `tgrun observe` in a container of its own following the run.
 #    Every container must exit 0 and have a success_event in /outputs/run.out.
+#    f. `tgrun -n N --docker`: the busted specs of tests/docker/docker_spec.lua
+#       (tgrun's own image built from the binary, runs, deadline, Ctrl-C,
+#       SIGKILL, the sweep, bad input; each run checked for leftovers), with
+#       build/tgrun and, when it is there, the sanitized build-asan/tgrun
+#       (TGRUN / TGRUN_ASAN override them).
 # 5. cleanup, also on failure or Ctrl-C: every container and network labelled
 #    tgrun.test=<this run> is removed, then checked gone (docker ps -a /
 #    docker network ls / docker volume ls --filter label=...).
@@ -226,6 +232,15 @@ k8s_case() {
     return
   fi
   n=$(/usr/bin/python3 examples/k8s/check.py --pod 0 | sed -n 's/^TEST_INSTANCE_COUNT=//p')
+  # tgrun observe, as docs/kubernetes.md runs it in the cluster: started
+  # before the pods, it must follow the run to exit 0 from run_events alone
+  local obs
+  if ! obs=$(docker run -d --label "$label" --network "$net" --name "$id-k8s-observe" tgrun:latest \
+      observe --redis "redis://$redis:6379" --run "$run" --timeout "$per_run" 2>"$work/run.err"); then
+    say "FAIL  k8s-job: docker run of tgrun observe failed: $(tail -n 1 "$work/run.err")" >&2
+    failed=$((failed + 1))
+    return
+  fi
   for ((i = 0; i < n; i++)); do
     /usr/bin/python3 examples/k8s/check.py --pod "$i" >"$work/pod$i"
     sed '/^--$/,$d' "$work/pod$i" | grep -v '=@' | sed "s/^TEST_RUN=.*/TEST_RUN=$run/" >"$work/pod$i.env"
@@ -263,15 +278,57 @@ k8s_case() {
     ok=0
     say "FAIL  k8s-job: expected outputs of 2 seeds and 6 leeches, got $seeds and $leeches" >&2
   fi
+  local left=$((deadline - $(date +%s)))
+  [ $left -gt 0 ] || left=1
+  code=$(timeout "$left" docker wait "$obs" 2>/dev/null) || code="timeout"
+  docker logs "$obs" >"$work/k8s-observe.log" 2>&1
+  if [ "$code" != 0 ] || ! grep -q "8 instances (observed), 8 succeeded, 0 failed" "$work/k8s-observe.log" \
+      || ! grep -q "group seeds: 2 succeeded, 0 failed" "$work/k8s-observe.log" \
+      || ! grep -q "group leeches: 6 succeeded, 0 failed" "$work/k8s-observe.log" \
+      || ! grep -q '^seeds\[0\]@' "$work/k8s-observe.log" || ! grep -q '^leeches\[5\]@' "$work/k8s-observe.log"; then
+    ok=0
+    say "FAIL  k8s-job: tgrun observe exit $code; last lines:" >&2
+    tail -n 12 "$work/k8s-observe.log" | sed 's/^/      | /' >&2
+  fi
+  docker rm -f "$obs" >/dev/null 2>&1
   [ ${#ids[@]} -gt 0 ] && docker rm -f "${ids[@]}" >/dev/null 2>&1
   if [ $ok = 1 ]; then
     passed=$((passed + 1))
-    printf 'ok    %6ss  %s\n' "$(secs "$t")" "k8s-job ($n containers as examples/k8s/job.yaml's pods, after check.py's $(sed -n 's/^check.py: \([0-9]*\) passed.*/\1/p' "$work/k8s-check.log") offline checks)"
+    printf 'ok    %6ss  %s\n' "$(secs "$t")" "k8s-job ($n containers as examples/k8s/job.yaml's pods, followed by tgrun observe, after check.py's $(sed -n 's/^check.py: \([0-9]*\) passed.*/\1/p' "$work/k8s-check.log") offline checks)"
   else
     failed=$((failed + 1))
   fi
 }
 k8s_case
+
+# f. tgrun -n --docker, as its specs drive it (each spec run is one case)
+spec_case() {   # spec_case NAME BINARY [ENV...]
+  local name=$1 bin=$2 t
+  shift 2
+  t=$(date +%s.%N)
+  if [ ! -x "$bin" ]; then
+    say "FAIL  $name: no tgrun binary at $bin (build it first: cmake --build build)" >&2
+    failed=$((failed + 1))
+    return
+  fi
+  if env "$@" TGRUN="$bin" timeout 1200 tests/harness/with-redis.sh "$bin" tests/lua/run_specs.lua \
+      -p dir="$root/tests/docker" -p output=plainTerminal >"$work/$name.log" 2>&1; then
+    passed=$((passed + 1))
+    printf 'ok    %6ss  %s\n' "$(secs "$t")" "$name ($(grep -o '^[0-9]* successes' "$work/$name.log" | tail -n 1) in tests/docker/docker_spec.lua)"
+  else
+    failed=$((failed + 1))
+    say "FAIL  $name: tests/docker/docker_spec.lua; last lines:" >&2
+    grep -v '^{"ts"' "$work/$name.log" | tail -n 40 | sed 's/^/      | /' >&2
+  fi
+}
+spec_case docker-runner "${TGRUN:-$root/build/tgrun}"
+asan=${TGRUN_ASAN:-$root/build-asan/tgrun}
+if [ -x "$asan" ]; then
+  spec_case docker-runner-asan "$asan" ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+  say "note: no sanitized build at $asan, so docker-runner-asan is not run"
+fi
 
 say "total $(secs "$t_start") s"
 say "$passed passed, $failed failed"

@@ -1,6 +1,12 @@
 -- tg.instance -- what every instance does around its case: pick the case,
 -- record the start, take the Testground start-up entries, run the case, and
 -- record the outcome on stdout, in run.out and in the run's run_events stream.
+--
+-- run_events gets the start (once the instance has its seqs) and the
+-- outcome: field "p" is the Testground event (what Testground's daemon
+-- reads), field "tg" says which instance it was -- {seq, group_seq, name,
+-- host}, name being the runner's "group[index]" when a runner gave one --
+-- so that `tgrun observe` can follow a run from that stream alone.
 local core = require "tg.core"
 local json = require "tg.json"
 
@@ -37,12 +43,14 @@ local function message_of(e)
   return nil
 end
 
--- Append the outcome to run_events, bounded: the outcome on stdout and in
--- run.out stands even when Redis is gone.  With a sync service, the event
--- is published there, as Testground's SDKs do (its daemon counts them).
-local function signal_event(ev)
+-- Append an event to run_events, bounded: what stdout and run.out say
+-- stands even when Redis is gone.  With a sync service, the outcome is
+-- published there, as Testground's SDKs do (its daemon counts them); the
+-- start is not (the SDKs do not send one).
+local function signal_event(ev, what)
   local svc = require "tg.svc.c"
   if svc.active() then
+    if what ~= "outcome" then return end
     if svc.down() then
       io.stderr:write("tgrun: could not record the outcome in run_events: ", svc.down(), "\n")
       return
@@ -54,11 +62,14 @@ local function signal_event(ev)
   local redis = require "tg.redis"
   if redis.down() then return end
   local keys = require "tg.keys"
-  local ok, err = pcall(redis.call, { "XADD", keys.run_events, "*", "p", json.encode(ev) }, 5,
+  local cfg = core.config()
+  local who = json.encode({ seq = cfg.global_seq, group_seq = cfg.group_seq, name = cfg.instance_name,
+    host = cfg.host })
+  local ok, err = pcall(redis.call, { "XADD", keys.run_events, "*", "p", json.encode(ev), "tg", who }, 5,
     "XADD run_events")
   if ok then ok, err = pcall(redis.call, { "EXPIRE", keys.run_events, keys.ttl }, 5, "EXPIRE run_events") end
   if not ok then
-    io.stderr:write("tgrun: could not record the outcome in run_events: ", tostring(err), "\n")
+    io.stderr:write("tgrun: could not record the ", what, " in run_events: ", tostring(err), "\n")
   end
 end
 
@@ -90,12 +101,13 @@ function M.main(case_fn)
     log.error("task %s failed: %s", name, m)
   end
 
-  events.emit({ start_event = { runenv = {
+  local start = { start_event = { runenv = {
     plan = cfg.plan, case = cfg.case, run = cfg.run_id, params = cfg.params,
     instances = cfg.instance_count, outputs_path = cfg.outputs_path, network = cfg.subnet,
     group = cfg.group_id, group_instances = cfg.group_instance_count,
     start_time = cfg.start_time,
-  } } })
+  } } }
+  events.emit(start)
 
   if ip_problem then log.warn("env.ip stays %s: %s", cfg.ip, ip_problem) end
 
@@ -113,6 +125,7 @@ function M.main(case_fn)
     -- sessions (locks given back, peer failures told) live in Redis: none
     -- when a sync service is used without it
     if not require("tg.redis").down() then heartbeat = session.start(env.global_seq) end
+    signal_event(start, "start")       -- now it can say which instance started
     case_fn(env)
   end, function(e)
     return { e = e, tb = debug.traceback(nil, 2), handled = true }
@@ -164,7 +177,7 @@ function M.main(case_fn)
     end
   end
   events.emit(ev)
-  signal_event(ev)
+  signal_event(ev, "outcome")
   events.close()
   return status, first
 end

@@ -7,6 +7,7 @@
 local tg = require "tg"
 local json = require "tg.json"
 local h = require "helpers"
+local netlab = require "netlab"
 
 after_each(h.check_clean)   -- nothing left behind by any spec
 
@@ -14,85 +15,27 @@ local PLAN = h.src .. "/tests/lua/plans/network.lua"
 local SPLITBRAIN = h.src .. "/examples/network/splitbrain.lua"
 local RATE_TOLERANCE = 0.15
 
--- Run a shell command; returns code, output (stdout and stderr together).
-local function sh(cmd, timeout)
-  local r = tg.exec({ "sh", "-c", cmd .. " 2>&1" }, { timeout = timeout or 30 })
-  return r.code, r.stdout
-end
-
--- Run a shell command that must succeed; fails the spec with its output.
-local function must(cmd, timeout)
-  local code, out = sh(cmd, timeout)
-  assert(code == 0, ("`%s` failed (exit %d): %s"):format(cmd, code, out))
-  return out
-end
+local sh, must = netlab.sh, netlab.must
 
 ---------------------------------------------------------------- the lab
 
-local lab                   -- {sfx, prefix, ns = {name -> {name, addr}}, bridge, redis_pid, dir}
+local lab                   -- netlab: r runs redis; a..d run instances
 
-local NAMES = { "r", "a", "b", "c", "d" }  -- r: redis; a..d: instances
+local NAMES = { "r", "a", "b", "c", "d" }
 
 local function lab_up()
   local ok, why = pcall(function()
     must("command -v ip && command -v tc && command -v iptables && command -v redis-server && command -v setpriv")
   end)
   assert(ok, "network_spec needs ip, tc (iproute2), iptables, redis-server and setpriv (util-linux): " .. tostring(why))
-  local sfx = ("%05x"):format(math.random(0, 0xfffff))
-  lab = { sfx = sfx, prefix = "10.250." .. math.random(0, 255) .. ".", ns = {}, bridge = "tgb" .. sfx,
-    dir = h.tmpdir() }
-  lab.subnet = lab.prefix .. "0/24"
-  must(("ip link add %s type bridge && ip link set %s up"):format(lab.bridge, lab.bridge))
-  for i, x in ipairs(NAMES) do
-    local ns = ("tgn-%s-%s"):format(sfx, x)
-    local host = ("tgv%s%s"):format(sfx, x)
-    local addr = lab.prefix .. i
-    lab.ns[x] = { name = ns, addr = addr }
-    must(table.concat({
-      ("ip netns add %s"):format(ns),
-      ("ip link add %s type veth peer name %sp"):format(host, host),
-      ("ip link set %s master %s"):format(host, lab.bridge),
-      ("ip link set %s up"):format(host),
-      ("ip link set %sp netns %s"):format(host, ns),
-      ("ip -n %s link set lo up"):format(ns),
-      ("ip -n %s link set %sp name eth0"):format(ns, host),
-      ("ip -n %s addr add %s/24 dev eth0"):format(ns, addr),
-      ("ip -n %s link set eth0 up"):format(ns),
-    }, " && "))
-  end
-  local r = lab.ns.r
-  lab.redis_port = 6379
-  must(("ip netns exec %s redis-server --port %d --bind %s --protected-mode no --save '' --appendonly no "
-    .. "--daemonize yes --dir %s --pidfile %s/redis.pid --logfile %s/redis.log"):format(
-      r.name, lab.redis_port, r.addr, lab.dir, lab.dir, lab.dir))
-  local up = h.wait_until(function()
-    return (sh(("ip netns exec %s redis-cli -h %s -p %d ping"):format(lab.ns.a.name, r.addr, lab.redis_port), 5)) == 0
-  end, 10)
-  assert(up, "redis-server in namespace " .. r.name .. " did not answer from " .. lab.ns.a.name
-    .. ": " .. tostring(h.read(lab.dir .. "/redis.log")))
-  lab.redis_pid = tonumber(h.read(lab.dir .. "/redis.pid"))
+  lab = netlab.up(NAMES, { redis = "r" })
 end
 
--- Remove everything the lab made; then check nothing of it is left.
 local function lab_down()
   if not lab then return end
-  if lab.redis_pid then sh("kill " .. lab.redis_pid) end
-  for _, x in ipairs(NAMES) do
-    sh(("ip link del tgv%s%s"):format(lab.sfx, x))        -- both ends of the veth
-    if lab.ns[x] then sh("ip netns del " .. lab.ns[x].name) end
-  end
-  sh("ip link del " .. lab.bridge)
-  local sfx = lab.sfx
+  local l = lab
   lab = nil
-  -- the kernel frees a namespace's devices once its last process is gone:
-  -- allow it a moment, bounded
-  local netns, links
-  local clean = h.wait_until(function()
-    netns = select(2, sh("ip netns list"))
-    links = select(2, sh("ip -o link show"))
-    return not netns:find("tgn%-" .. sfx) and not links:find("tg[bv]" .. sfx)
-  end, 10)
-  assert(clean, "left behind after 10 s: " .. netns .. links)
+  l:down()
 end
 
 -- Start one instance of a plan in namespace x (a..d).  env: TEST_* extras.
