@@ -578,10 +578,18 @@ static int l_require(lua_State *L) {
     lua_call(L, 3, 1);                          /* name loaded package path result */
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
-        if (lua_getfield(L, 2, name) == LUA_TNIL) {   /* the module may have set it */
+        /* an old-style module sets package.loaded[name] itself: take it
+         * back from the shared table, so that the next instance runs the
+         * module for itself too */
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        if (lua_getfield(L, -1, name) == LUA_TNIL) {
             lua_pop(L, 1);
             lua_pushboolean(L, 1);
+        } else {
+            lua_pushnil(L);
+            lua_setfield(L, -3, name);
         }
+        lua_remove(L, -2);
     }
     lua_pushvalue(L, -1);
     lua_setfield(L, 2, name);                   /* loaded[name] = result */

@@ -4,6 +4,7 @@
 local sync = require "tg.sync"
 local core = require "tg.core"
 local counter = require "counter"
+local legacy = require "legacy"
 
 local top = 0          -- a top-level local: one per instance
 function plan_global() return "mine" end
@@ -20,6 +21,7 @@ function cases.globals(env)
   top = top + seq
   assert(_G == _ENV and _G._G == _G, "_G is not this instance's globals")
   assert(counter.bump() == 1, "the plan's module keeps one counter for every instance")
+  assert(type(legacy) == "table" and legacy.bump() == 1, "an old-style module is shared")
   assert(loaded_at == 1, "the plan's module ran " .. tostring(loaded_at) .. " times in this instance's globals")
   all(env, "set")
   assert(marker == seq, "marker became " .. tostring(marker) .. ", this instance set " .. seq)
