@@ -28,6 +28,19 @@
 #include "tg_scalar.h"
 #include "tg_serve.h"
 
+/* What --version adds about the build: a sanitized binary is slower and
+ * bigger, and its numbers mean nothing (bench/ and some specs ask). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TG_BUILD_NOTE " (AddressSanitizer)"
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TG_BUILD_NOTE " (AddressSanitizer)"
+#endif
+#endif
+#ifndef TG_BUILD_NOTE
+#define TG_BUILD_NOTE ""
+#endif
+
 static void usage(FILE *f) {
     fputs(
 "usage: tgrun [options] PLAN.lua             run one instance (env from TEST_*)\n"
@@ -173,7 +186,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
             o->subnet = optarg;
             break;
         case 'h': usage(stdout); exit(0);
-        case 'V': printf("tgrun %s\n", TG_VERSION); exit(0);
+        case 'V': printf("tgrun %s%s\n", TG_VERSION, TG_BUILD_NOTE); exit(0);
         default:
             if (optopt) return tg_usage_error("option -%c needs a value or is unknown; see tgrun --help", optopt);
             return tg_usage_error("unknown option \"%s\"; see tgrun --help", argv[optind - 1]);

@@ -1,6 +1,7 @@
 /*
- * tg_inproc.c -- `tgrun -n N --inproc`: N instances in this process, one
- * lua_State each, on one loop and one pair of Redis connections.  Each
+ * tg_inproc.c -- `tgrun -n N --inproc`: N instances in this process, on
+ * one loop, one Lua state (each instance a thread of it with its own
+ * globals: tg_space.h) and one pair of Redis connections.  Each
  * tg_child_t stands for an instance instead of a process, so that the
  * summary is the same as for processes.
  */
@@ -14,9 +15,6 @@
 #include <unistd.h>
 #include <lauxlib.h>
 
-/* N instances in this process: one lua_State each, one loop, one pair of
- * Redis connections.  Each child_t stands for an instance instead of a
- * process, so that the summary is the same. */
 static void on_inproc_done(tg_inst_t *inst) {
     tg_child_t *c = inst->user;
     tg_local_t *r = c->run;
@@ -60,7 +58,6 @@ int tg_inproc_run(tg_local_t *r) {
     rt.deadline = tg_rt_now() + r->o->timeout;
     rt.lua_dir = getenv("TG_LUA_DIR");
     rt.on_inst_done = on_inproc_done;
-    rt.strip = 1;
     tg_rt_handle_signals(&rt);
     if (r->tty) setvbuf(stdout, NULL, _IOLBF, 0);
     int status = 2;
@@ -97,7 +94,6 @@ int tg_inproc_run(tg_local_t *r) {
             status = 2;
             goto out;
         }
-        lua_gc(inst->L, LUA_GCCOLLECT);     /* leave no set-up garbage behind */
         c->spawned = 1;
         r->running++;
     }
@@ -107,6 +103,7 @@ int tg_inproc_run(tg_local_t *r) {
     progress.data = watchdog.data = r;
     if (r->tty) uv_timer_start(&progress, on_inproc_progress, 0, 250);
     uv_timer_start(&watchdog, on_inproc_watchdog, (uint64_t)((r->o->timeout + r->o->grace) * 1000), 0);
+    if (rt.L) lua_gc(rt.L, LUA_GCCOLLECT);      /* leave no set-up garbage behind */
     if (r->running > 0) uv_run(&loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&progress, NULL);
     uv_close((uv_handle_t *)&watchdog, NULL);

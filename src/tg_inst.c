@@ -1,6 +1,6 @@
 /*
- * tg_inst.c -- an instance: a lua_State with the tg modules, its tasks, and
- * the module loader that serves lua/ from the binary.
+ * tg_inst.c -- an instance: its place in the process's Lua space
+ * (tg_space.c), its life, and what tg.core and tg.keys tell a plan about it.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +20,7 @@
 #include "tg_redis.h"
 #include "tg_rt.h"
 #include "tg_session.h"
+#include "tg_space.h"
 #include "tg_svc.h"
 #include "tg_topic.h"
 
@@ -36,8 +37,29 @@ static int l_time_ns(lua_State *L) {
 
 /* tg.core.config() -> the table the runner set up for this instance */
 static int l_config(lua_State *L) {
-    lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
+    tg_space_push_config(L, tg_ctx(L)->inst);
     return 1;
+}
+
+/* tg.core.state(name) -> the running instance's table for module `name`
+ * (empty at first): where a tg module keeps what is one instance's. */
+static int l_state(lua_State *L) {
+    tg_space_state(L, luaL_checkstring(L, 1));
+    return 1;
+}
+
+/* tg.core.on(kind, fn): the instance's reporter of runtime warnings
+ * ("warning") or of errors of tasks nobody joins ("task_error"). */
+static int l_on(lua_State *L) {
+    const char *kind = luaL_checkstring(L, 1);
+    if (strcmp(kind, "warning") != 0 && strcmp(kind, "task_error") != 0)
+        return tg_err_raise(L, "invalid", "core.on: kind must be \"warning\" or \"task_error\"");
+    if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    tg_space_push_self(L, tg_ctx(L)->inst);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, strcmp(kind, "warning") == 0 ? "on_warning" : "on_task_error");
+    return 0;
 }
 
 static void count_active(uv_handle_t *h, void *arg) {
@@ -123,6 +145,8 @@ static const luaL_Reg inst_funcs[] = {
     {"declared_dead", l_declared_dead},
     {"time_ns", l_time_ns},
     {"config", l_config},
+    {"state", l_state},
+    {"on", l_on},
     {"stats", l_stats},
     {"memory_limit", l_memory_limit},
     {"exe_path", l_exe_path},
@@ -199,137 +223,32 @@ static int open_keys(lua_State *L) {
     return 1;
 }
 
-static int chunk_writer(lua_State *L, const void *p, size_t sz, void *ud) {
-    (void)L;
-    struct tg_chunk *c = ud;
-    char *d = realloc(c->data, c->len + sz);
-    if (!d) return 1;
-    memcpy(d + c->len, p, sz);
-    c->data = d;
-    c->len += sz;
-    return 0;
-}
-
-/* Load a chunk through the process-wide cache c: the first instance compiles
- * (text) and dumps it, the others load the bytecode.  Strip drops debug info
- * (line numbers, local names): a third less memory per state for the
- * runtime's own modules; plans keep theirs. */
-int tg_load_cached(lua_State *L, struct tg_chunk *c, const char *text, size_t len,
-                   const char *chunkname, int strip) {
-    if (c->data) return luaL_loadbufferx(L, c->data, c->len, chunkname, "b");
-    int rc = text ? luaL_loadbufferx(L, text, len, chunkname, "t") : luaL_loadfilex(L, chunkname + 1, "t");
-    if (rc != LUA_OK) return rc;
-    if (lua_dump(L, chunk_writer, c, strip) != 0) {
-        free(c->data);
-        c->data = NULL;
-        c->len = 0;
-        return LUA_OK;                          /* uncached, still loaded */
-    }
-    if (strip) {                                /* the stripped one, as every other instance will */
-        lua_pop(L, 1);
-        return luaL_loadbufferx(L, c->data, c->len, chunkname, "b");
-    }
-    return LUA_OK;
-}
-
-/* package.searchers entry: the modules compiled from lua/ (or read from
- * rt->lua_dir when developing). */
-static int search_embedded(lua_State *L) {
-    const char *name = luaL_checkstring(L, 1);
-    tg_inst_t *inst = tg_ctx(L)->inst;
-    for (int i = 0; tg_embedded_lua[i].name; i++) {
-        const tg_embedded_t *e = &tg_embedded_lua[i];
-        if (strcmp(e->name, name) != 0) continue;
-        if (inst->rt->lua_dir) {
-            lua_pushfstring(L, "%s/%s", inst->rt->lua_dir, e->path + 4);  /* skip "lua/" */
-            const char *path = lua_tostring(L, -1);
-            if (luaL_loadfile(L, path) != LUA_OK) return lua_error(L);
-            lua_pushstring(L, path);
-            return 2;
-        }
-        char chunk[128];
-        snprintf(chunk, sizeof chunk, "@%s", e->path);
-        tg_rt_t *rt = inst->rt;
-        if (!rt->chunks) {
-            int n = 0;
-            while (tg_embedded_lua[n].name) n++;
-            rt->chunks = calloc((size_t)n, sizeof *rt->chunks);
-            rt->nchunks = rt->chunks ? n : 0;
-        }
-        int rc = rt->chunks ? tg_load_cached(L, &rt->chunks[i], e->data, e->len, chunk, rt->strip)
-                            : luaL_loadbuffer(L, e->data, e->len, chunk);
-        if (rc != LUA_OK) return lua_error(L);
-        lua_pushstring(L, e->path);
-        return 2;
-    }
-    lua_pushfstring(L, "no module '%s' built into tgrun", name);
-    return 1;
-}
-
-static int panic(lua_State *L) {
-    const char *msg = lua_tostring(L, -1);
-    fprintf(stderr, "tgrun: PANIC: unprotected error in the Lua runtime: %s\n", msg ? msg : "?");
-    return 0;                                   /* then abort() */
-}
+/* the runtime's C modules, each from its own unit */
+static const luaL_Reg c_modules[] = {
+    {"tg.core", open_core},
+    {"tg.keys", open_keys},
+    {"tg.json", luaopen_tg_json},
+    {"tg.redis", luaopen_tg_redis},
+    {"tg.barrier.c", luaopen_tg_barrier_c},
+    {"tg.topic.c", luaopen_tg_topic_c},
+    {"tg.svc.c", luaopen_tg_svc_c},
+    {"tg.coord.c", luaopen_tg_coord_c},
+    {"tg.session.c", luaopen_tg_session_c},
+    {"tg.net.c", luaopen_tg_net_c},
+    {"tg.proc.c", luaopen_tg_proc_c},
+    {NULL, NULL},
+};
 
 tg_inst_t *tg_inst_new(tg_rt_t *rt) {
     tg_inst_t *inst = calloc(1, sizeof *inst);
     if (!inst) return NULL;
     inst->rt = rt;
     inst->ctx.inst = inst;
-    lua_State *L = lua_newstate(tg_pool_lua_alloc, &rt->pool);
-    if (!L) { free(inst); return NULL; }
-    inst->L = L;
-    lua_atpanic(L, panic);
-    *(tg_ctx_t **)lua_getextraspace(L) = &inst->ctx;
-    /* Generational: a waiting instance holds little garbage, which matters
-     * when ten thousand of them share a process. */
-    lua_gc(L, LUA_GCGEN, 0, 0);
-    luaL_openlibs(L);
-    /* plan code that never yields still meets the deadline and signals;
-     * coroutines inherit the hook from L */
-    lua_sethook(L, tg_rt_hook, LUA_MASKCOUNT, 10000);
-    tg_rt_register(L);
-    lua_getglobal(L, "os");
-    lua_pushcfunction(L, l_os_exit);
-    lua_setfield(L, -2, "exit");
-    lua_pop(L, 1);
-
-    /* the runtime's C modules, each from its own unit */
-    static const luaL_Reg modules[] = {
-        {"tg.core", open_core},
-        {"tg.keys", open_keys},
-        {"tg.json", luaopen_tg_json},
-        {"tg.redis", luaopen_tg_redis},
-        {"tg.barrier.c", luaopen_tg_barrier_c},
-        {"tg.topic.c", luaopen_tg_topic_c},
-        {"tg.svc.c", luaopen_tg_svc_c},
-        {"tg.coord.c", luaopen_tg_coord_c},
-        {"tg.session.c", luaopen_tg_session_c},
-        {"tg.net.c", luaopen_tg_net_c},
-        {"tg.proc.c", luaopen_tg_proc_c},
-        {NULL, NULL},
-    };
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    for (const luaL_Reg *m = modules; m->name; m++) {
-        lua_pushcfunction(L, m->func);
-        lua_setfield(L, -2, m->name);
+    inst->self_ref = LUA_NOREF;
+    if (tg_space_open(rt, c_modules, l_os_exit) < 0 || tg_space_enter(inst) < 0) {
+        free(inst);
+        return NULL;
     }
-    lua_pop(L, 1);
-
-    /* searchers: preload, embedded, then Lua's own path and C searchers */
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "searchers");
-    for (lua_Integer i = (lua_Integer)luaL_len(L, -1); i >= 2; i--) {
-        lua_rawgeti(L, -1, i);
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua_pushcfunction(L, search_embedded);
-    lua_rawseti(L, -2, 2);
-    lua_pop(L, 2);
-
-    lua_newtable(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, "tg.config");
     inst->next = rt->insts;
     rt->insts = inst;
     return inst;
@@ -338,8 +257,14 @@ tg_inst_t *tg_inst_new(tg_rt_t *rt) {
 void tg_inst_free(tg_inst_t *inst) {
     tg_rt_t *rt = inst->rt;
     tg_inst_abandon_tasks(inst);
-    if (inst->main) tg_task_unref(inst->main);
-    lua_close(inst->L);
+    if (inst->main) {
+        if (inst->main->results_ref != LUA_NOREF) {
+            luaL_unref(rt->L, LUA_REGISTRYINDEX, inst->main->results_ref);
+            inst->main->results_ref = LUA_NOREF;
+        }
+        tg_task_unref(inst->main);
+    }
+    tg_space_leave(inst);
     while (inst->warnings) {
         tg_warning_t *w = inst->warnings;
         inst->warnings = w->next;

@@ -38,6 +38,7 @@
 #include <lauxlib.h>
 
 #include "tg_rt.h"
+#include "tg_space.h"
 
 #define LSN_META "tg.listener"
 #define CONN_META "tg.conn"
@@ -843,7 +844,7 @@ static void dialable(lua_State *L, const struct sockaddr_storage *ss, char *out,
         return;
     }
     const char *ip = NULL;
-    lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
+    tg_space_push_config(L, tg_ctx(L)->inst);
     if (lua_istable(L, -1)) {
         lua_getfield(L, -1, "ip");
         if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 0) ip = lua_tostring(L, -1);

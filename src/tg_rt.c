@@ -124,12 +124,10 @@ void tg_rt_close(tg_rt_t *rt) {
         t->next_ready = NULL;
         tg_task_unref(t);
     }
-    for (int i = 0; i < rt->nchunks; i++) free(rt->chunks[i].data);
-    free(rt->chunks);
-    rt->chunks = NULL;
-    rt->nchunks = 0;
-    free(rt->plan_chunk.data);
-    rt->plan_chunk.data = NULL;
+    if (rt->L) {
+        lua_close(rt->L);
+        rt->L = NULL;
+    }
     tg_pool_free(&rt->pool);
     if (rt->signals_on) {
         signal(SIGINT, SIG_DFL);
@@ -197,6 +195,14 @@ const char *tg_describe(lua_State *L, int idx) {
         return lua_tostring(L, -1);
     default: return lua_pushfstring(L, "a %s", luaL_typename(L, idx));
     }
+}
+
+/* Push the instance's reporter `name` (a field of its self table, which
+ * core.on sets; see tg_space.h), or nil. */
+static void push_handler(lua_State *L, tg_inst_t *inst, const char *name) {
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, inst->self_ref) == LUA_TTABLE) lua_getfield(L, -1, name);
+    else lua_pushnil(L);
+    lua_remove(L, -2);
 }
 
 /* ---- the ready queue ---------------------------------------------------- */
@@ -319,7 +325,7 @@ static void finish(tg_task_t *t, int ok, int nres) {
     /* An error nobody joins must not vanish: hand it to the instance's
      * reporter (tg.instance sets it), else print it. */
     if (!ok && !joined && t != inst->main) {
-        lua_getfield(L, LUA_REGISTRYINDEX, "tg.on_task_error");
+        push_handler(L, inst, "on_task_error");
         if (lua_isfunction(L, -1)) {
             lua_pushstring(L, t->name);
             lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
@@ -520,9 +526,8 @@ int tg_wait_deliver(tg_task_t *t, int ok, int (*push)(lua_State *L, void *ud), v
     tg_task_t *run = inst->rt->running;
     lua_State *co = t->co;
     /* Where to convert: the running coroutine of t's instance when there is
-     * one (a call that ends another wait at once), else the instance's main
-     * thread, which is idle while I/O callbacks run.  Never another
-     * instance's state: values cannot cross states. */
+     * one (a call that ends another wait at once), else the instance's own
+     * thread, which is idle while I/O callbacks run. */
     lua_State *W = run && run->ctx.inst == inst ? run->co : inst->L;
     int top = lua_gettop(W), n = 0, raised = 1;
     deliver_t d = {push, ud};
@@ -647,7 +652,13 @@ void tg_inst_abandon_tasks(tg_inst_t *inst) {
             uv_close((uv_handle_t *)t->timer, timer_free);
             t->timer = NULL;
         }
-        if (t->results_ref != LUA_NOREF) t->results_ref = LUA_NOREF;   /* dies with the state */
+        /* the state outlives the instance: give back what the task anchored */
+        if (t->co_ref != LUA_NOREF) luaL_unref(inst->rt->L, LUA_REGISTRYINDEX, t->co_ref);
+        t->co_ref = LUA_NOREF;
+        if (t->results_ref != LUA_NOREF && !t->is_main) {
+            luaL_unref(inst->rt->L, LUA_REGISTRYINDEX, t->results_ref);
+            t->results_ref = LUA_NOREF;
+        }
         tg_task_unref(t);                       /* the "running" reference */
     }
 }
@@ -749,7 +760,7 @@ static int l_task_gc(lua_State *L) {
     /* Nobody can join it any more: its results go (the main task's stay for
      * the runner, which reads them after the loop). */
     t->handle_gone = 1;
-    if (t->results_ref != LUA_NOREF && t != t->ctx.inst->main) {
+    if (t->results_ref != LUA_NOREF && !t->is_main) {
         luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
         t->results_ref = LUA_NOREF;
     }
@@ -910,7 +921,7 @@ void tg_inst_warn(tg_inst_t *inst, const char *fmt, ...) {
 
 static int l_warn_one(lua_State *L) {
     tg_warning_t *w = lua_touserdata(L, 1);
-    lua_getfield(L, LUA_REGISTRYINDEX, "tg.on_warning");
+    push_handler(L, tg_ctx(L)->inst, "on_warning");
     lua_pushstring(L, w->text);
     if (lua_isfunction(L, -2)) lua_call(L, 1, 0);
     else fprintf(stderr, "tgrun: warning: %s\n", w->text);

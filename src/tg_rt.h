@@ -6,10 +6,11 @@
  *  - A tg_rt_t is one per process.  It owns the loop, the ready queue and
  *    every instance, and holds (without knowing them) the transport and the
  *    units that wait on it: whoever sets the run up (tg_run.c) attaches and
- *    detaches them.  Several instances (each its own lua_State) may share
- *    one runtime: --inproc runs need that.
- *  - A tg_inst_t owns its lua_State.  The state's extra space points at a
- *    tg_ctx_t that names the instance and, for a task's own coroutine, the task.
+ *    detaches them.  Several instances may share one runtime (--inproc
+ *    runs): they share its one lua_State too (tg_space.h).
+ *  - A tg_inst_t owns its thread of that state and its own tables
+ *    (tg_space_enter).  Every thread's extra space points at a tg_ctx_t that
+ *    names the instance and, for a task's own coroutine, the task.
  *  - A tg_task_t is malloc'd and reference counted (tg_task_ref/unref): one
  *    reference for the Lua handle (the "tg.task" userdata), one while it
  *    runs, one while it is on the ready queue, one per request in flight (an
@@ -85,6 +86,7 @@ struct tg_task {
     tg_task_t *next_joiner;
     uint64_t id;
     int results_ref;            /* registry ref of {ok, n, ...} once done, while joinable */
+    int is_main;                /* the instance's main task (its results are the runner's) */
     char name[48];
 };
 
@@ -99,7 +101,10 @@ typedef struct tg_warning {
 
 struct tg_inst {
     tg_rt_t *rt;
-    lua_State *L;
+    lua_State *L;               /* its own thread of rt->L (tg_space.h) */
+    int self_ref;               /* registry ref of its self table (tg_space.h) */
+    uint64_t rand[4];           /* its math.random generator */
+    int rand_seeded;
     int exited;                 /* the plan called os.exit */
     int case_over;              /* the case ended: the runtime records the outcome */
     tg_ctx_t ctx;               /* ctx of the main thread (task == NULL) */
@@ -144,14 +149,10 @@ struct tg_rt {
     int signals_on;
     uint64_t resumed_at;        /* uv_hrtime() when the running task was resumed */
     const char *lua_dir;        /* develop: load lua/ from here instead of the binary */
-    /* Compiled chunks, shared by every instance of the process: each module
-     * of lua/ (stripped of debug info) and the plan, compiled once and
-     * loaded as bytecode by the next instance. */
-    struct tg_chunk { char *data; size_t len; } *chunks;
-    int nchunks;
-    struct tg_chunk plan_chunk;
-    tg_pool_t pool;             /* memory of every lua_State of the process */
-    int strip;                  /* compile lua/ without debug info (--inproc: memory) */
+    lua_State *L;               /* the one Lua state of the process (tg_space.h) */
+    tg_ctx_t root_ctx;          /* what its main thread belongs to: no instance */
+    int path_set;               /* package.path has the plan's folders */
+    tg_pool_t pool;             /* the memory of that state */
 };
 
 /* ---- runtime ---------------------------------------------------------- */
@@ -179,7 +180,8 @@ double tg_rt_now(void);
 
 /* ---- instances -------------------------------------------------------- */
 
-/* New instance with a fresh lua_State, the tg modules preloaded.  NULL on ENOMEM. */
+/* New instance: its thread and tables in the process's Lua state (made
+ * with the tg modules on first use).  NULL on ENOMEM. */
 tg_inst_t *tg_inst_new(tg_rt_t *rt);
 /* Abort its tasks and close its state. */
 void tg_inst_free(tg_inst_t *inst);
@@ -257,12 +259,6 @@ double tg_opt_timeout(lua_State *L, int idx, const char *call);
  * string", "\"text\"", "3", "a table". */
 const char *tg_describe(lua_State *L, int idx);
 
-/* Load a chunk through the process-wide cache c (see tg_rt_t.chunks): text
- * (len bytes) or, when text is NULL, the file named by chunkname ("@path").
- * Pushes the function; returns a lua_load status. */
-int tg_load_cached(lua_State *L, struct tg_chunk *c, const char *text, size_t len,
-                   const char *chunkname, int strip);
-
 /* The run declared inst dead (its session lapsed while it was stopped or
  * cut off): every wait of it ends with code "dead" saying why, and every
  * later wait fails at once, so it cannot go on to succeed. */
@@ -270,7 +266,7 @@ void tg_inst_kill(tg_inst_t *inst, const char *why);
 
 /* A warning for inst's log ("warning: ..."), from code that cannot run Lua
  * (an I/O callback): queued, and written by the next drain of the ready
- * queue through the instance's registry function "tg.on_warning". */
+ * queue through the instance's on_warning function (core.on). */
 void tg_inst_warn(tg_inst_t *inst, const char *fmt, ...);
 /* Write inst's queued warnings now (the drain does this). */
 void tg_inst_flush_warnings(tg_inst_t *inst);

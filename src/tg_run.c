@@ -27,6 +27,7 @@
 #include "tg_rfc3339.h"
 #include "tg_scalar.h"
 #include "tg_session.h"
+#include "tg_space.h"
 #include "tg_svc.h"
 #include "tg_topic.h"
 #include "tg_wshs.h"
@@ -71,19 +72,30 @@ static int mkdir_one(const char *path) {
     return -1;
 }
 
+/* The usual case -- the parent is there (the next instance of a group) --
+ * is one mkdir; only a missing parent walks up. */
+static int mkdir_p(char *buf) {
+    if (mkdir(buf, 0755) == 0) return 0;
+    if (errno == ENOENT) {
+        char *slash = strrchr(buf, '/');
+        if (!slash || slash == buf) return mkdir_one(buf);
+        *slash = '\0';
+        int rc = mkdir_p(buf);
+        *slash = '/';
+        if (rc < 0) return -1;
+    }
+    return mkdir_one(buf);
+}
+
 int tg_mkdir_p(const char *path) {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir_one(buf) < 0) return -1;
-        *p = '/';
-    }
-    return mkdir_one(buf);
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = '\0';
+    return mkdir_p(buf);
 }
 
 int tg_find_on_path(const char *name, char *out, size_t len) {
@@ -171,7 +183,7 @@ static void cfg_int(lua_State *L, const char *key, lua_Integer value) {
 int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *ic) {
     lua_State *L = inst->L;
     const tg_opts_t *o = run->o;
-    lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
+    tg_space_push_config(L, inst);
     cfg_str(L, "plan_path", o->plan_path);
     cfg_str(L, "plan", run->plan);
     cfg_str(L, "run_id", run->run_id);
@@ -251,47 +263,38 @@ static void set_path(lua_State *L, const char *plan_path) {
     lua_pop(L, 1);
 }
 
-static int traceback(lua_State *L) {
-    const char *msg = lua_tostring(L, 1);
-    if (!msg) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    lua_pushstring(L, msg);
-    return 1;
-}
-
 int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted) {
     lua_State *L = inst->L;
     if (access(plan_path, R_OK) != 0)
         return tg_usage_error("cannot read plan \"%s\": %s", plan_path, strerror(errno));
     if (!wanted) wanted = getenv("TEST_CASE");
-    set_path(L, plan_path);
-    lua_pushcfunction(L, traceback);
-    char chunkname[4200];
-    snprintf(chunkname, sizeof chunkname, "@%s", plan_path);
-    if (tg_load_cached(L, &inst->rt->plan_chunk, NULL, 0, chunkname, 0) != LUA_OK)
-        return tg_usage_error("plan does not compile: %s", lua_tostring(L, -1));
+    if (!inst->rt->path_set) {                  /* once: the state is the process's */
+        set_path(L, plan_path);
+        inst->rt->path_set = 1;
+    }
     inst->rt->resumed_at = uv_hrtime();         /* the hook bounds a plan that loops at load */
-    int st = lua_pcall(L, 0, 1, -2);
+    int st = tg_space_run_file(inst, plan_path);
     inst->rt->resumed_at = 0;
-    if (st != LUA_OK)
-        return tg_usage_error("plan failed while loading: %s", lua_tostring(L, -1));
+    if (st == LUA_ERRSYNTAX) return tg_usage_error("plan does not compile: %s", lua_tostring(L, -1));
+    if (st != LUA_OK) return tg_usage_error("plan failed while loading: %s", lua_tostring(L, -1));
     /* plan_result -> instance.select(plan_result, wanted) -> name, fn | nil, msg */
     lua_getglobal(L, "require");
     lua_pushstring(L, "tg.instance");
-    if (lua_pcall(L, 1, 1, -4) != LUA_OK)
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
         return tg_usage_error("internal: %s", lua_tostring(L, -1));
     lua_getfield(L, -1, "select");
     lua_pushvalue(L, -3);
     if (wanted) lua_pushstring(L, wanted);
     else lua_pushnil(L);
-    if (lua_pcall(L, 2, 2, -6) != LUA_OK)
+    if (lua_pcall(L, 2, 2, 0) != LUA_OK)
         return tg_usage_error("internal: %s", lua_tostring(L, -1));
     if (lua_isnil(L, -2))
         return tg_usage_error("%s", lua_tostring(L, -1));
-    lua_setfield(L, LUA_REGISTRYINDEX, "tg.case_fn");
-    lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
+    tg_space_push_self(L, inst);                /* ... name fn self */
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "case_fn");
+    lua_pop(L, 1);
+    tg_space_push_config(L, inst);
     lua_insert(L, -2);
     lua_setfield(L, -2, "case");
     lua_settop(L, 0);
@@ -300,7 +303,7 @@ int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted)
 
 const char *tg_run_case_of(tg_inst_t *inst) {
     lua_State *L = inst->L;
-    lua_getfield(L, LUA_REGISTRYINDEX, "tg.config");
+    tg_space_push_config(L, inst);
     lua_getfield(L, -1, "case");
     const char *c = lua_tostring(L, -1);       /* kept alive by the config table */
     lua_pop(L, 2);
@@ -314,8 +317,11 @@ int tg_run_start(tg_inst_t *inst) {
     if (lua_pcall(L, 1, 1, 0) != LUA_OK)
         return tg_usage_error("internal: %s", lua_tostring(L, -1));
     lua_getfield(L, -1, "main");
-    lua_getfield(L, LUA_REGISTRYINDEX, "tg.case_fn");
+    tg_space_push_self(L, inst);
+    lua_getfield(L, -1, "case_fn");
+    lua_remove(L, -2);
     inst->main = tg_task_ref(tg_task_spawn(L, 1, "main"));   /* the instance's, dropped in tg_inst_free */
+    inst->main->is_main = 1;
     lua_settop(L, 0);
     return 0;
 }
@@ -480,6 +486,9 @@ int tg_run_connect_error(int rc, const char *err) {
 
 void tg_run_shutdown(tg_rt_t *rt) {
     while (rt->insts) tg_inst_free(rt->insts);
+    /* what the instances left (subscriptions, sockets) is finalized now,
+     * while the units it may unregister from are still there */
+    if (rt->L) lua_gc(rt->L, LUA_GCCOLLECT);
     rt->flush = NULL;
     /* Units first (no waiter is left: the instances are gone), then the
      * transport: its pending callbacks run with NULL and touch only their

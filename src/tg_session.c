@@ -29,6 +29,7 @@
 #include "tg_call.h"
 #include "tg_coord.h"
 #include "tg_keys.h"
+#include "tg_map.h"
 #include "tg_redis.h"
 #include "tg_scripts.h"
 
@@ -56,6 +57,7 @@ struct tg_sessions {
     uv_cond_t cond;
     session_t *list;
     int n, cap;
+    tg_map_t index;             /* sid -> its position in list, plus one */
     long long ttl_ms;
     int stop;
     char *dead;                 /* "sid sid ..." the last beat found dead (malloc'd) */
@@ -247,9 +249,8 @@ static void beat_result(tg_sessions_t *s, const char *fail, char *dead) {
                  "longer than the session TTL (%.3g s) while its peers went on (the process was stopped "
                  "or cut off)", sid, (double)s->ttl_ms / 1000);
         uv_mutex_lock(&s->mu);
-        tg_inst_t *inst = NULL;
-        for (int i = 0; i < s->n; i++)
-            if (strcmp(s->list[i].sid, sid) == 0) inst = s->list[i].inst;
+        uintptr_t at = (uintptr_t)tg_map_get(&s->index, sid, strlen(sid));
+        tg_inst_t *inst = at ? s->list[at - 1].inst : NULL;
         uv_mutex_unlock(&s->mu);
         if (inst) tg_inst_kill(inst, why);
     }
@@ -335,6 +336,14 @@ static int l_start(lua_State *L) {
         s->list = v;
         s->cap = cap;
     }
+    if (tg_map_get(&s->index, sid, slen)) {
+        uv_mutex_unlock(&s->mu);
+        return tg_err_raise(L, "invalid", "session %s is kept alive already", sid);
+    }
+    if (tg_map_set(&s->index, sid, slen, (void *)(uintptr_t)(s->n + 1)) < 0) {
+        uv_mutex_unlock(&s->mu);
+        return luaL_error(L, "out of memory");
+    }
     memcpy(s->list[s->n].sid, sid, slen + 1);
     s->list[s->n].inst = tg_ctx(L)->inst;
     s->n++;
@@ -358,12 +367,14 @@ static int l_start(lua_State *L) {
 /* session.stop(sid): stop keeping sid alive (the instance ended). */
 static int l_stop(lua_State *L) {
     tg_sessions_t *s = of(L, "session");
-    const char *sid = luaL_checkstring(L, 1);
+    size_t slen;
+    const char *sid = luaL_checklstring(L, 1, &slen);
     uv_mutex_lock(&s->mu);
-    for (int i = 0; i < s->n; i++) {
-        if (strcmp(s->list[i].sid, sid) != 0) continue;
+    uintptr_t at = (uintptr_t)tg_map_del(&s->index, sid, slen);
+    if (at) {                                   /* the last one takes its place */
+        int i = (int)at - 1;
         s->list[i] = s->list[--s->n];
-        break;
+        if (i < s->n) tg_map_set(&s->index, s->list[i].sid, strlen(s->list[i].sid), (void *)(uintptr_t)(i + 1));
     }
     uv_mutex_unlock(&s->mu);
     return 0;
@@ -464,6 +475,7 @@ void tg_session_detach(tg_rt_t *rt) {
         uv_thread_join(&s->thread);     /* a beat in progress ends within its I/O timeout */
     }
     free(s->list);
+    tg_map_free(&s->index);
     free(s->key);
     free(s->prefix);
     s->closing = 2;

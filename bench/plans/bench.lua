@@ -7,8 +7,11 @@
 --   r <round> <entry_ns> <resume_ns>   just before signal_and_wait / just after
 --   a2a <start_ns> <end_ns> <taken>    publish_subscribe .. sub:take(N) returned
 --   mem <VmHWM kB> <VmRSS kB> <Lua KB> <live Lua KB>   this process
---                                  (/proc/self/status); this instance's Lua heap
+--                                  (/proc/self/status); the process's Lua heap
 --                                  (collectgarbage "count"), then after a full GC
+--                                  (in-proc, instance 1 only: the instances share
+--                                  one heap, and a full collection per instance
+--                                  would be N of them, inside the measured round)
 --   clients <connected_clients> <name>=<count> ...   (instance 1 only)
 --   cpu <ns> <ns>                  this process's CPU time after round 0 and after round R
 --   rcpu <ns> <ns>                 redis-server's, likewise (instance 1, param redis_pid)
@@ -102,7 +105,7 @@ local function rounds(env, name, wait)
   for r = 0, R do lines[#lines + 1] = ("r %d %d %d"):format(r, e[r], x[r]) end
   if probe then lines[#lines + 1] = ("cpu %d %d"):format(c0, c1) end
   if rc0 then lines[#lines + 1] = ("rcpu %d %d"):format(rc0, rc1) end
-  lines[#lines + 1] = proc_mem()
+  if probe then lines[#lines + 1] = proc_mem() end
   if env.global_seq == 1 and env:bool("census", true) then lines[#lines + 1] = census() end
   sync.signal_and_wait("end", env.instance_count)
   save(env, lines)
@@ -138,7 +141,8 @@ function cases.all_to_all(env)
     ("a2a %d %d %d"):format(t0, t1, #got) }
   got = nil
   sub:close()
-  lines[#lines + 1] = proc_mem()
+  sync.signal_and_wait("a-end", n)     -- every take is done before anybody measures
+  if env:string("probe", "all") == "all" or env.global_seq == 1 then lines[#lines + 1] = proc_mem() end
   save(env, lines)
 end
 

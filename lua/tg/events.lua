@@ -5,13 +5,15 @@ local core = require "tg.core"
 local json = require "tg.json"
 
 local events = {}
-local cfg = core.config()
-local out
 
-local function open()
-  if out == nil and cfg.outputs_path and cfg.outputs_path ~= "" then
-    out = io.open(cfg.outputs_path .. "/run.out", "a") or false
+-- (every instance of a process shares this module: what is an instance's
+-- own -- its configuration, its open run.out -- is looked up per call)
+local function open(cfg)
+  local st = core.state("events")
+  if st.out == nil and cfg.outputs_path and cfg.outputs_path ~= "" then
+    st.out = io.open(cfg.outputs_path .. "/run.out", "a") or false
   end
+  return st.out
 end
 
 -- In an in-process run many instances share stdout: print what the process
@@ -26,6 +28,7 @@ end
 
 -- Write one event object; returns the line.
 function events.emit(ev)
+  local cfg = core.config()
   local line = ('{"ts":%d,"msg":"","group_id":%s,"run_id":%s,"event":%s}'):format(
     core.time_ns(), json.encode(cfg.group_id or ""), json.encode(cfg.run_id or ""), json.encode(ev))
   if cfg.label then
@@ -38,7 +41,7 @@ function events.emit(ev)
     end
     return line
   end
-  open()
+  local out = open(cfg)
   io.stdout:write(line, "\n")
   io.stdout:flush()
   if out then
@@ -53,12 +56,13 @@ function events.message(text)
 end
 
 function events.stage(kind, name)
-  return events.emit({ [kind .. "_event"] = { name = name, group = cfg.group_id } })
+  return events.emit({ [kind .. "_event"] = { name = name, group = core.config().group_id } })
 end
 
 function events.close()
-  if out then out:close() end
-  out = nil
+  local st = core.state("events")
+  if st.out then st.out:close() end
+  st.out = nil
 end
 
 return events

@@ -92,14 +92,14 @@ function M.main(case_fn)
 
   -- a warning from the runtime (a fire-and-forget command that failed, a
   -- heartbeat that failed) goes to the log
-  debug.getregistry()["tg.on_warning"] = function(text) log.warn("%s", text) end
+  core.on("warning", function(text) log.warn("%s", text) end)
 
   -- an error of a task nobody joins is reported, not lost
-  debug.getregistry()["tg.on_task_error"] = function(name, res)
+  core.on("task_error", function(name, res)
     if core.is_error(res[1]) and res[1].code == "cancelled" then return end
     local m = message_of(res[1]) or ("error object is a " .. type(res[1]) .. " value")
     log.error("task %s failed: %s", name, m)
-  end
+  end)
 
   local start = { start_event = { runenv = {
     plan = cfg.plan, case = cfg.case, run = cfg.run_id, params = cfg.params,

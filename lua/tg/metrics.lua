@@ -26,8 +26,14 @@ local check = require "tg.check"
 
 local metrics = {}
 
-local out         -- the open results.out, opened on the first metric
-local totals = {} -- counter name -> running total
+-- Per instance (every instance of a process shares this module):
+-- state().out, the open results.out, opened on the first metric, and
+-- state().totals, counter name -> running total.
+local function state()
+  local st = core.state("metrics")
+  if not st.totals then st.totals = {} end
+  return st
+end
 
 local function results_path()
   local dir = core.config().outputs_path
@@ -36,6 +42,8 @@ local function results_path()
 end
 
 local function write(kind, name, measures)
+  local st = state()
+  local out = st.out
   if not out then
     local path = results_path()
     if not path then
@@ -46,6 +54,7 @@ local function write(kind, name, measures)
       error(core.error("io", ("metrics.%s: cannot open %s: %s"):format(kind, path, err)), 3)
     end
     out = f
+    st.out = f
   end
   -- built by hand so the keys come in Testground's order
   local line = ('{"ts":%d,"type":"%s","name":%s,"measures":%s}\n'):format(
@@ -86,6 +95,7 @@ function metrics.counter(name, n)
     error(core.error("invalid", ("metrics.counter: n must be a whole number, got %s"):format(
       type(n) == "number" and tostring(n) or "a " .. type(n))), 2)
   end
+  local totals = state().totals
   local total = (totals[name] or 0) + k
   write("counter", name, { count = total })
   -- only counted once it is on record, so a failed write can be retried

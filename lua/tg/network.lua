@@ -116,7 +116,21 @@ local check = require "tg.check"
 local json = require "tg.json"
 
 local network = {}
-local cfg = core.config()
+-- (every instance of a process shares this module: its configuration and
+-- what it applied -- shaping, sidecar calls, partitions in force -- are
+-- looked up per call: config() and state())
+local config = core.config
+local function state()
+  local st = core.state("network")
+  if not st.rules then
+    st.applied = {}          -- the shaping in force (as applied by us), to restore after a failure
+    st.sidecar_shape = {}    -- what the sidecar was last asked to apply
+    st.sidecar_calls = 0
+    st.rules = {}            -- text of a net -> action, for the partitions in force
+    st.chains_ready = false
+  end
+  return st
+end
 
 local CHAIN_IN, CHAIN_OUT = "TGRUN-IN", "TGRUN-OUT"
 local PEERS_TOPIC = "tg.network.peers"
@@ -184,7 +198,7 @@ end
 local LOOPBACK = cidr("127.0.0.0/8")
 
 local function subnet_of()
-  local s = cfg.subnet
+  local s = config().subnet
   local net = cidr(s or "")
   if not net then return nil end
   return net
@@ -200,7 +214,7 @@ function network.data_address()
     if contains(net, ip4(a)) then return a end
   end
   return nil, ("no interface has an IPv4 address inside TEST_SUBNET %s (addresses here: %s)"):format(
-    cfg.subnet, #have > 0 and table.concat(have, ", ") or "none")
+    config().subnet, #have > 0 and table.concat(have, ", ") or "none")
 end
 
 function network.address()
@@ -456,9 +470,6 @@ local function confirm_shape(call, ifname, s, timeout)
   end
 end
 
--- The shaping in force (as applied by us), to restore after a failure.
-local applied = {}
-
 local function apply_shape(call, s, timeout)
   local ifname = data_interface(call, timeout)
   check_capability(call)
@@ -477,6 +488,7 @@ local function apply_shape(call, s, timeout)
     if r.code ~= 0 then
       if r.stderr:find("qdisc kind is unknown", 1, true) or r.stderr:find("Unknown qdisc", 1, true) then
         netem_missing = true
+        local applied = state().applied
         if next(applied) then apply_shape(call, applied, timeout) end    -- as it was
         unsupported_netem(call, s)
       end
@@ -489,7 +501,7 @@ local function apply_shape(call, s, timeout)
     must(call, append({ "tc", "qdisc", "add", "dev", ifname, "root", "handle", "1:" }, tbf_args(s)), timeout)
   end
   confirm_shape(call, ifname, s, timeout)
-  applied = s
+  state().applied = s
 end
 
 ---------------------------------------------------------------- the sidecar
@@ -523,21 +535,19 @@ local function link_shape(s)
   }
 end
 
-local sidecar_shape = {}     -- what the sidecar was last asked to apply
-local sidecar_calls = 0
-
 local function sidecar_configure(call, shape, rules, opts, timeout)
   local sync = require "tg.sync"
   local host = hostname()
-  sidecar_calls = sidecar_calls + 1
+  local st = state()
+  st.sidecar_calls = st.sidecar_calls + 1
   local state = opts and opts.callback_state
   local target
   if state ~= nil then
     check.name(call, "callback_state", state)
     target = opts.callback_target ~= nil and check.count(call, "callback_target", opts.callback_target, 1)
-      or cfg.instance_count
+      or config().instance_count
   else
-    state = ("tg-network:%s:%d"):format(host, sidecar_calls)
+    state = ("tg-network:%s:%d"):format(host, st.sidecar_calls)
     target = 1
   end
   local config = {
@@ -553,12 +563,12 @@ end
 function network.shape(opts)
   local s = shape_spec(opts)
   local timeout = check.timeout("network.shape", opts)
-  if cfg.sidecar then
+  if config().sidecar then
     if s.burst then
       raise("unsupported", "network.shape: burst cannot be passed to Testground's sidecar (its LinkShape has none)")
     end
     sidecar_configure("network.shape", s, nil, opts, timeout)
-    sidecar_shape = s
+    state().sidecar_shape = s
     return
   end
   apply_shape("network.shape", s, timeout >= 0 and timeout or nil)
@@ -569,9 +579,9 @@ function network.reset(opts)
     check.fail("network.reset: options must be a table, got %s", describe(opts))
   end
   local timeout = check.timeout("network.reset", opts)
-  if cfg.sidecar then
+  if config().sidecar then
     sidecar_configure("network.reset", {}, nil, opts, timeout)
-    sidecar_shape = {}
+    state().sidecar_shape = {}
     return
   end
   apply_shape("network.reset", {}, timeout >= 0 and timeout or nil)
@@ -584,10 +594,10 @@ function network.peers(opts)
   local timeout = check.timeout("network.peers", opts)
   if peers_cache then return peers_cache end
   local sync = require "tg.sync"
-  local me = { seq = cfg.global_seq, group = cfg.group_id, address = network.address() }
+  local me = { seq = config().global_seq, group = config().group_id, address = network.address() }
   sync.publish(PEERS_TOPIC, me)
   local sub = sync.subscribe(PEERS_TOPIC)
-  local ok, got = pcall(sub.take, sub, cfg.instance_count, { timeout = timeout >= 0 and timeout or nil })
+  local ok, got = pcall(sub.take, sub, config().instance_count, { timeout = timeout >= 0 and timeout or nil })
   sub:close()
   if not ok then
     if core.is_error(got) and got.code == "timeout" then
@@ -642,9 +652,9 @@ local function part_spec(call, spec)
   end
   for i, n in ipairs(spec.instances or {}) do
     local seq = math.type(n) == "integer" and n or (type(n) == "number" and math.tointeger(n))
-    if not seq or seq < 1 or seq > (cfg.instance_count or 0) then
+    if not seq or seq < 1 or seq > (config().instance_count or 0) then
       check.fail("%s: spec.instances[%d] must be a global_seq from 1 to %d, got %s", call, i,
-        cfg.instance_count or 0, describe(n))
+        config().instance_count or 0, describe(n))
     end
     out.instances[#out.instances + 1] = seq
   end
@@ -665,7 +675,7 @@ local function resolve(call, sp, timeout)
     by_seq[p.seq] = p
   end
   table.sort(names)
-  local me = cfg.global_seq
+  local me = config().global_seq
   local function add(p)
     if p.seq ~= me then nets[#nets + 1] = cidr(p.address) end
   end
@@ -681,9 +691,6 @@ local function resolve(call, sp, timeout)
   end
   return nets
 end
-
-local rules = {}            -- text of a net -> action, for the partitions in force
-local chains_ready = false
 
 -- The run's Redis, never to be cut: its IPv4 addresses and port.
 local function redis_exemptions(call, timeout)
@@ -709,7 +716,7 @@ local function ipt(call, args, timeout)
 end
 
 local function ensure_chains(call, timeout)
-  if chains_ready then return end
+  if state().chains_ready then return end
   for _, c in ipairs({ { CHAIN_IN, "INPUT", "-i" }, { CHAIN_OUT, "OUTPUT", "-o" } }) do
     local r = run(call, { "iptables", "-w", "5", "-N", c[1] }, timeout)
     if r.code ~= 0 and not r.stderr:find("already exists", 1, true) then
@@ -724,7 +731,7 @@ local function ensure_chains(call, timeout)
     ipt(call, { "-A", CHAIN_IN, "-s", r.address .. "/32", "-p", "tcp", "--sport", tostring(r.port), "-j", "RETURN" }, timeout)
     ipt(call, { "-A", CHAIN_OUT, "-d", r.address .. "/32", "-p", "tcp", "--dport", tostring(r.port), "-j", "RETURN" }, timeout)
   end
-  chains_ready = true
+  state().chains_ready = true
 end
 
 local function rule_args(chain, net, action)
@@ -742,7 +749,7 @@ local function confirm_rules(call, timeout)
       local dir, net, target = line:match("^%-A " .. chain:gsub("%-", "%%-") .. " %-([sd]) (%S+) %-j (%u+)")
       if dir and (target == "DROP" or target == "REJECT") then have[net] = target end
     end
-    for text, action in pairs(rules) do
+    for text, action in pairs(state().rules) do
       local want = action == "reject" and "REJECT" or "DROP"
       if have[text] ~= want then
         raise("network", "%s: rule for %s (%s) missing from chain %s after iptables said it added it: %s",
@@ -787,14 +794,15 @@ function network.partition(spec, opts)
   local action, timeout = part_opts(call, opts)
   local t = timeout >= 0 and timeout or nil
   local nets = resolve(call, sp, t)
-  if cfg.sidecar then
+  if config().sidecar then
     if #nets == 0 then return end
-    sidecar_configure(call, sidecar_shape, sidecar_rules(nets, action), opts, timeout)
+    sidecar_configure(call, state().sidecar_shape, sidecar_rules(nets, action), opts, timeout)
     return
   end
   data_interface(call, t)
   check_capability(call)
   ensure_chains(call, t)
+  local rules = state().rules
   for _, n in ipairs(nets) do
     local old = rules[n.text]
     if old ~= action then
@@ -815,19 +823,20 @@ function network.heal(spec, opts)
   local sp = spec ~= nil and part_spec(call, spec) or nil
   local _, timeout = part_opts(call, opts)
   local t = timeout >= 0 and timeout or nil
-  if cfg.sidecar then
+  if config().sidecar then
     raise("unsupported", "%s: Testground's sidecar cannot remove a partition (it turns Reject/Drop rules "
       .. "into routes and has no way to take one back)", call)
   end
   data_interface(call, t)
   check_capability(call)
-  if not chains_ready then
+  if not state().chains_ready then
     ensure_chains(call, t)       -- also clears rules left by an earlier process
-    rules = {}
+    state().rules = {}
     confirm_rules(call, t)
     return
   end
   local nets = sp and resolve(call, sp, t)
+  local rules = state().rules
   for text, action in pairs(rules) do
     local drop = not nets
     if nets then

@@ -19,7 +19,8 @@ local check = require "tg.check"
 
 local participants = {}
 
-local claimed = {}   -- "<what>\0<name>\0<seq>" -> true, for this instance
+-- core.state("participants"): "<what>\0<name>\0<seq>" -> true, for this
+-- instance (every instance of a process shares this module)
 
 local describe = check.describe
 
@@ -81,6 +82,7 @@ end
 -- now on; a second claim raises "invalid".
 function participants.claim(call, what, name, seq, hint)
   local k = what .. "\0" .. name .. "\0" .. seq
+  local claimed = core.state("participants")
   if claimed[k] then
     check.fail("%s: %s '%s' was already used by this instance; %s", call, what, name, hint)
   end

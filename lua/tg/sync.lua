@@ -26,12 +26,12 @@ end })
 
 local sync = {}
 
--- the instance's configuration: one table for its whole life, filled in by
--- the runner (global_seq arrives after start-up)
-local cfg = core.config()
+-- (every instance of a process shares this module: the instance's
+-- configuration -- global_seq arrives after start-up -- is read per call)
+local config = core.config
 
 local function member()
-  local seq = cfg.global_seq
+  local seq = config().global_seq
   return seq and tostring(seq) or ""
 end
 
@@ -40,7 +40,7 @@ end
 -- plan expects instances to die.
 local function failure_check(opts)
   if opts and opts.tolerate_failures then return 0 end
-  return cfg.instance_count or 0
+  return config().instance_count or 0
 end
 
 local function op_id(call, opts)
