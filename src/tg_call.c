@@ -103,6 +103,45 @@ static int l_script(lua_State *L) {
     return tg_call_yield(L, timeout, what, si, nkeys, argc, argv, lens);
 }
 
+/* What a command sent without waiting remembers, to report its failure in
+ * the log of the instance that sent it (tg_inst_warn). */
+typedef struct sent {
+    tg_inst_t *inst;
+    char what[80];
+} sent_t;
+
+static void on_sent(tg_redis_t *r, const redisReply *rep, void *data, uint64_t tag) {
+    sent_t *s = data;
+    (void)r; (void)tag;
+    /* NULL: the transport is closing or lost for good (every wait says so) */
+    if (rep && rep->type == REDIS_REPLY_ERROR) tg_inst_warn(s->inst, "%s: Redis replied: %s", s->what, rep->str);
+    free(s);
+}
+
+/* redis.send({cmd, arg...} [, what]): send a command without waiting for
+ * its reply (which comes back in order on the same connection, before any
+ * later call's); an error reply goes to this instance's log as a warning.
+ * Raises "closed" when Redis is gone. */
+static int l_send(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    const char *argv[MAX_ARGS];
+    size_t lens[MAX_ARGS];
+    int argc = table_args(L, 1, argv, lens, 0);
+    if (argc == 0) return tg_err_raise(L, "invalid", "empty Redis command");
+    const char *what = luaL_optstring(L, 2, argv[0]);
+    tg_redis_t *r = tg_call_redis(L, what);
+    sent_t *s = malloc(sizeof *s);
+    if (!s) return tg_err_raise(L, "nomem", "%s: out of memory", what);
+    s->inst = tg_ctx(L)->inst;
+    snprintf(s->what, sizeof s->what, "%s", what);
+    if (tg_redis_cmd(r, on_sent, s, 0, argc, argv, lens) < 0) {
+        free(s);
+        return tg_err_raise(L, "closed", "%s: %s", what, tg_redis_down(r) ? tg_redis_down(r) : "Redis is gone");
+    }
+    return 0;
+}
+
 /* redis.down() -> nil | message */
 static int l_down(lua_State *L) {
     tg_redis_t *r = tg_ctx(L)->inst->rt->redis;
@@ -137,6 +176,7 @@ static int l_script_names(lua_State *L) {
 
 static const luaL_Reg funcs[] = {
     {"call", l_call},
+    {"send", l_send},
     {"script", l_script},
     {"down", l_down},
     {"stats", l_stats},

@@ -65,9 +65,18 @@ local function signal_event(ev, what)
   local cfg = core.config()
   local who = json.encode({ seq = cfg.global_seq, group_seq = cfg.group_seq, name = cfg.instance_name,
     host = cfg.host })
-  local ok, err = pcall(redis.call, { "XADD", keys.run_events, "*", "p", json.encode(ev), "tg", who }, 5,
-    "XADD run_events")
-  if ok then ok, err = pcall(redis.call, { "EXPIRE", keys.run_events, keys.ttl }, 5, "EXPIRE run_events") end
+  local xadd = { "XADD", keys.run_events, "*", "p", json.encode(ev), "tg", who }
+  local expire = { "EXPIRE", keys.run_events, keys.ttl }
+  local ok, err
+  if what == "start" then
+    -- not waited for: the instance goes on at once (the outcome, later on
+    -- the same connection, is waited for, and comes after it)
+    ok, err = pcall(redis.send, xadd, "XADD run_events (start)")
+    if ok then ok, err = pcall(redis.send, expire, "EXPIRE run_events") end
+  else
+    ok, err = pcall(redis.call, xadd, 5, "XADD run_events")
+    if ok then ok, err = pcall(redis.call, expire, 5, "EXPIRE run_events") end
+  end
   if not ok then
     io.stderr:write("tgrun: could not record the ", what, " in run_events: ", tostring(err), "\n")
   end

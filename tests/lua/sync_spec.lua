@@ -220,6 +220,27 @@ describe("topics", function()
 end)
 
 describe("Redis usage", function()
+  it("redis.send: sent without waiting, in order with later calls; an error reply is a warning", function()
+    local k = h.uniq("send")
+    redis.send({ "SET", k, "v" })
+    redis.send({ "APPEND", k, "w" })
+    assert.equal("vw", redis.call({ "GET", k }))     -- the same connection, in order
+    redis.call({ "DEL", k })
+    local dir = h.tmpdir()
+    h.write(dir .. "/p.lua", ([[
+      local redis = require "tg.redis"
+      return function()
+        redis.call({ "SET", "%s", "not a number" })
+        redis.send({ "INCR", "%s" }, "INCR the text")
+        redis.call({ "PING" })
+        redis.call({ "DEL", "%s" })
+      end]]):format(k, k, k))
+    local r = h.run({ dir .. "/p.lua" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("warning: INCR the text: Redis replied: ERR value is not an integer", r.stdout)
+    h.fails_invalid("empty Redis command", redis.send, {})
+  end)
+
   it("reloads its scripts when the server lost them (SCRIPT FLUSH)", function()
     local state = h.uniq("flush")
     assert.equal(1, sync.signal_entry(state))
