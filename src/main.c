@@ -37,6 +37,8 @@ static void usage(FILE *f) {
 "      --run-id ID        run id (default: TEST_RUN, else a fresh one)\n"
 "      --outputs DIR      where run.out and results.out go\n"
 "      --inproc           with -n: all instances in one process\n"
+"      --no-trace         write no trace.jsonl (and, with -n, no timeline at the\n"
+"                         end); TG_TRACE=0 does the same\n"
 "  -q, --quiet            local run: no live progress line\n"
 "  -h, --help, --version\n", f);
 }
@@ -52,6 +54,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"run-id", required_argument, 0, 'I'},
         {"outputs", required_argument, 0, 'O'},
         {"inproc", no_argument, 0, 'P'},
+        {"no-trace", no_argument, 0, 'X'},
         {"grace", required_argument, 0, 'G'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -99,6 +102,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         case 'I': o->run_id = optarg; break;
         case 'O': o->outputs = optarg; break;
         case 'P': o->inproc = 1; break;
+        case 'X': o->no_trace = 1; break;
         case 'q': o->quiet = 1; break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("tgrun %s\n", TG_VERSION); exit(0);

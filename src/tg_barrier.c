@@ -226,7 +226,10 @@ static int wait_for(lua_State *L, tg_barriers_t *b, int script, lua_Integer targ
                     lua_Integer instances, const char *label, int nkeys, int argc,
                     const char **argv, const size_t *lens) {
     if (tg_redis_down(b->r)) return tg_err_raise(L, "closed", "%s: %s", label, tg_redis_down(b->r));
-    tg_task_t *t = tg_wait_begin(L, timeout, label);     /* may raise: nothing allocated yet */
+    /* the state's name is the key's tail (keys[0] is the state key) */
+    size_t noff = tg_key(NULL, 0, b->P, b->plen, TG_KEY_STATE, "", 0);
+    int kind = script == TG_SCRIPT_ENTER ? TG_WAIT_SIGNAL_WAIT : TG_WAIT_BARRIER;
+    tg_task_t *t = tg_wait_begin(L, kind, argv[0] + noff, lens[0] - noff, timeout, label);   /* may raise */
     blist_t *l = list_of(b, argv[0], lens[0]);
     bwaiter_t *w = l ? calloc(1, sizeof *w) : NULL;
     if (!w) {
@@ -295,7 +298,7 @@ static int l_signal(lua_State *L) {
     argv[5] = rt->ttl; lens[5] = strlen(rt->ttl);
     argv[6] = member; lens[6] = mlen;
     argv[7] = op; lens[7] = olen;
-    return tg_call_yield(L, -1, label, TG_SCRIPT_ENTER, 4, 8, argv, lens);
+    return tg_call_yield(L, TG_WAIT_ENTRY, name, nlen, -1, label, TG_SCRIPT_ENTER, 4, 8, argv, lens);
 }
 
 /* barrier.wait(state, target, timeout, instances).  Yields until target

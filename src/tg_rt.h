@@ -22,9 +22,14 @@
  *    panic), which puts the task on the ready queue; an idle handle drains
  *    that queue and resumes each task.  The drain is also where queued
  *    warnings (tg_inst_warn) reach the instance's log.
- *  - Each task waits on at most one thing at a time.  A wait has a deadline
- *    (its own timeout, else the run's deadline) and an optional abort hook
- *    that unregisters it from whatever would have completed it.
+ *  - Each task waits on at most one thing at a time.  A wait has a kind
+ *    (tg_wait_kind_t, tg_trace.h) and a name, a deadline (its own timeout,
+ *    else the run's deadline) and an optional abort hook that unregisters
+ *    it from whatever would have completed it.
+ *  - Every wait begins in tg_wait_begin and ends in tg_wait_done (where
+ *    tg_wait_deliver, tg_wait_fail and every abort end up): those two are
+ *    where a traced instance (tg_inst_t.trace) records the wait's span, so
+ *    no primitive traces itself.
  */
 #ifndef TG_RT_H
 #define TG_RT_H
@@ -35,6 +40,7 @@
 #include <uv.h>
 
 #include "tg_pool.h"
+#include "tg_trace.h"
 
 typedef struct tg_rt tg_rt_t;
 typedef struct tg_inst tg_inst_t;
@@ -70,6 +76,8 @@ struct tg_task {
     int ok;                     /* outcome of the last wait: 1 values, 0 error */
     int nresume;                /* values pushed on co for the next resume */
     uint64_t token;             /* bumped by every wait; stale callbacks see a mismatch */
+    int kind;                   /* tg_wait_kind_t of the current (or last) wait */
+    uint32_t span;              /* its span in the instance's trace; 0: not traced */
     const char *what;           /* what the current wait waits for (static or task-owned) */
     char whatbuf[160];
     double timeout;             /* seconds of the current wait */
@@ -108,6 +116,7 @@ struct tg_inst {
     tg_inst_t *next;
     tg_warning_t *warnings, *warnings_tail;     /* queued for the log */
     void *user;                 /* owned by whoever runs the instance */
+    tg_trace_t *trace;          /* what it waited for (NULL: not traced); closed by tg_inst_free */
 };
 
 struct tg_rt {
@@ -145,6 +154,8 @@ struct tg_rt {
     struct tg_chunk plan_chunk;
     tg_pool_t pool;             /* memory of every lua_State of the process */
     int strip;                  /* compile lua/ without debug info (--inproc: memory) */
+    tg_tracer_t *tracer;        /* the traces' time base and flush timer (NULL: no tracing);
+                                   made and freed by the run set-up */
 };
 
 /* ---- runtime ---------------------------------------------------------- */
@@ -195,10 +206,14 @@ void tg_task_cancel(tg_task_t *t);
 
 /* ---- waits -------------------------------------------------------------- */
 
-/* Start a wait in the running task of L.  timeout < 0 means the run's
- * deadline.  Raises a "invalid" error when L is not a task's own coroutine,
- * and "cancelled" when the task was cancelled.  what is copied. */
-tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what);
+/* Start a wait in the running task of L: kind (tg_wait_kind_t) and name
+ * (nlen bytes: the state, topic, resource, address, program ...) say what
+ * it waits for in the instance's trace; what says it in messages
+ * ("barrier 'ready'") and is copied.  timeout < 0 means the run's
+ * deadline.  Raises a "invalid" error when L is not a task's own
+ * coroutine, and "cancelled" when the task was cancelled. */
+tg_task_t *tg_wait_begin(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                         const char *what);
 /* Install the abort hook of the current wait. */
 void tg_wait_on_abort(tg_task_t *t, tg_abort_fn fn, void *data);
 /* Re-arm the deadline of t's wait to secs from now (a deferring abort hook

@@ -81,6 +81,13 @@ int tg_run_init(tg_run_t *run, const tg_opts_t *o) {
     /* seconds: every key a run creates expires, so nothing stays forever */
     double ttl = ceil(o->timeout * 2);
     snprintf(run->ttl, sizeof run->ttl, "%.0f", ttl > 86400 ? ttl : 86400);
+    /* tracing: on unless --no-trace or TG_TRACE says no (the variable is
+     * how a Testground composition, which passes no options, turns it off) */
+    int on = 1;
+    const char *te = getenv("TG_TRACE");
+    if (te && *te && tg_parse_bool(te, &on) < 0)
+        return tg_usage_error("TG_TRACE is not true or false (1/0, yes/no, on/off): \"%s\"", te);
+    run->trace = on && !o->no_trace;
     return 0;
 }
 
@@ -152,6 +159,15 @@ int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *i
     }
     lua_setfield(L, -2, "params");
     lua_pop(L, 1);
+    if (run->trace) {
+        tg_rt_t *rt = inst->rt;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/trace.jsonl", ic->outputs);
+        tg_trace_info_t ti = {run->run_id, run->plan, run->case_name, ic->group_id, TG_VERSION};
+        if ((!rt->tracer && !(rt->tracer = tg_tracer_new(rt->loop)))
+            || !(inst->trace = tg_trace_open(rt->tracer, path, &ti)))
+            return tg_usage_error("out of memory");
+    }
     return 0;
 }
 
@@ -323,7 +339,9 @@ int tg_run_connect(tg_rt_t *rt, const tg_run_t *run, const tg_redis_addr_t *addr
 }
 
 void tg_run_shutdown(tg_rt_t *rt) {
-    while (rt->insts) tg_inst_free(rt->insts);
+    while (rt->insts) tg_inst_free(rt->insts);     /* each closes its trace */
+    tg_tracer_free(rt->tracer);
+    rt->tracer = NULL;
     rt->flush = NULL;
     /* Units first (no waiter is left: the instances are gone), then the
      * transport: its pending callbacks run with NULL and touch only their

@@ -48,6 +48,7 @@ typedef struct tg_opts {
     const char *outputs;
     const char *plan_path;
     int inproc, quiet;
+    int no_trace;               /* --no-trace: no trace.jsonl, no report at the end */
 } tg_opts_t;
 
 /* What every instance of the run shares. */
@@ -58,6 +59,7 @@ typedef struct tg_run {
     char prefix[1024];          /* run:<run>:plan:<plan>:case:<case> */
     size_t plen;
     char ttl[24];               /* seconds every key of the run lives */
+    int trace;                  /* instances write <outputs>/trace.jsonl (not --no-trace, TG_TRACE) */
 } tg_run_t;
 
 /* One instance's place in the run (strings are borrowed). */
@@ -88,7 +90,9 @@ void tg_run_free(tg_run_t *run);
 int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted);
 /* The case's name that tg_run_load_plan picked (owned by inst's state). */
 const char *tg_run_case_of(tg_inst_t *inst);
-/* Fill inst's configuration table ("tg.config").  0 or 2 (printed). */
+/* Fill inst's configuration table ("tg.config") and, when the run is
+ * traced, open the instance's trace (<outputs>/trace.jsonl).  0 or 2
+ * (printed). */
 int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *ic);
 /* Start inst's main task: tg.instance.main(case_fn).  0 or 2. */
 int tg_run_start(tg_inst_t *inst);

@@ -214,11 +214,12 @@ static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const c
     env[k++] = env_entry("TEST_SUBNET", "127.1.0.0/16");
     env[k++] = env_entry("TEST_START_TIME", start);
 
-    const char *argv[8];
+    const char *argv[10];
     int a = 0;
     argv[a++] = r->exe;
     argv[a++] = "--timeout";
     argv[a++] = timeout;
+    if (!r->run.trace) argv[a++] = "--no-trace";
     if (r->redis_url[0]) { argv[a++] = "--redis"; argv[a++] = r->redis_url; }
     argv[a++] = r->o->plan_path;
     argv[a] = NULL;

@@ -185,7 +185,7 @@ static int l_publish(lua_State *L) {
     size_t klen = tg_key(key, sizeof key, ts->P, ts->plen, TG_KEY_TOPIC, name, nlen);
     const char *argv[3] = {key, text, ts->rt->ttl};
     size_t lens[3] = {klen, vlen, strlen(ts->rt->ttl)};
-    return tg_call_yield(L, -1, label, TG_SCRIPT_PUBLISH, 1, 3, argv, lens);
+    return tg_call_yield(L, TG_WAIT_PUBLISH, name, nlen, -1, label, TG_SCRIPT_PUBLISH, 1, 3, argv, lens);
 }
 
 /* topic.subscribe(topic) -> sub.  Does not yield: the first value comes
@@ -244,7 +244,7 @@ static int l_sub_next(lua_State *L) {
     }
     if (tg_redis_down(tp->ts->r)) return tg_err_raise(L, "closed", "%s: %s", what, tg_redis_down(tp->ts->r));
     if (u->task) return tg_err_raise(L, "invalid", "%s: another task is already waiting in next()", what);
-    tg_task_t *t = tg_wait_begin(L, timeout, what);
+    tg_task_t *t = tg_wait_begin(L, TG_WAIT_TOPIC, u->name, strlen(u->name), timeout, what);
     u->task = t;
     u->token = t->token;
     tg_wait_on_abort(t, sub_abort, u);

@@ -77,6 +77,7 @@ function M.main(case_fn)
     if core.is_error(res[1]) and res[1].code == "cancelled" then return end
     local m = message_of(res[1]) or ("error object is a " .. type(res[1]) .. " value")
     log.error("task %s failed: %s", name, m)
+    core.trace_mark("task_error", ("task %s failed: %s"):format(name, m))
   end
 
   events.emit({ start_event = { runenv = {
@@ -126,6 +127,8 @@ function M.main(case_fn)
     end
   end
   events.emit(ev)
+  -- the outcome in the trace too (written at once: what follows may not end)
+  core.trace_mark(ok and "success" or ev.crash_event and "crash" or "failure", first)
   if heartbeat then heartbeat:cancel() end
   if cfg.global_seq and not require("tg.redis").down() then
     if status == 0 then session.bye(cfg.global_seq)

@@ -1,0 +1,118 @@
+/*
+ * tg_trace.h -- what each instance waited for, from when to when: the
+ * trace that `tgrun report` turns into a timeline.
+ *
+ * Every wait of the runtime begins in tg_wait_begin with a kind (below)
+ * and a name (the state, topic, resource, address or program) and ends in
+ * tg_wait_done; tg_rt.c hands both ends to the instance's trace, with the
+ * wait's one integer result (an arrival seq, a topic seq) or its error
+ * code and message.  Instances add marks (start, outcome, a task's
+ * unjoined error).  Nothing else in the runtime knows tracing exists.
+ *
+ * Cost: a record is a fixed 32-byte header plus its strings, appended to
+ * the instance's byte buffer in memory -- no formatting, no I/O on the
+ * way.  The buffer is formatted as JSON lines and appended to the
+ * instance's <outputs>/trace.jsonl when it holds TG_TRACE_FLUSH_AT bytes,
+ * when the instance records its outcome, when it ends, and from a timer of
+ * the tracer every second (every N/1000 s when one process holds N > 1000
+ * instances, so that a big in-process run does not open ten thousand files
+ * a second).  So a crash or SIGKILL loses at most what was recorded since
+ * the last flush: the last second, or less than TG_TRACE_FLUSH_AT bytes.
+ * A wait that had begun by then shows as begun and never ended.
+ *
+ * Ownership and invariants:
+ *  - A tg_tracer_t is one per runtime (process): the time base that all
+ *    of its traces share (one wall-clock reading paired with the monotonic
+ *    clock, so spans of instances in one process line up exactly) and the
+ *    flush timer.  tg_tracer_free comes after the last trace was closed;
+ *    it closes the timer, so the loop must run once more.
+ *  - A tg_trace_t belongs to one instance (tg_inst_t.trace), which closes
+ *    it (tg_trace_close flushes what is left and frees it).  It keeps no
+ *    file open between flushes.
+ *  - Span ids grow from 1 per trace; 0 means "not recorded".
+ *  - Failing to write is said once on stderr, then the trace stops
+ *    recording; failing to allocate drops the record and counts it (the
+ *    count is written as a "dropped" mark).
+ *
+ * The file format is documented in docs/api.md ("The trace").
+ */
+#ifndef TG_TRACE_H
+#define TG_TRACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* What a wait waits for.  tg_wait_begin takes one: the kind is stated where
+ * the wait begins, never read back out of its label. */
+typedef enum tg_wait_kind {
+    TG_WAIT_OTHER = 0,
+    TG_WAIT_ENTRY,          /* signal_entry: entering a state (name: the state) */
+    TG_WAIT_BARRIER,        /* sync.barrier: waiting at a state without entering it */
+    TG_WAIT_SIGNAL_WAIT,    /* signal_and_wait: entering, then waiting (result: arrival seq) */
+    TG_WAIT_PUBLISH,        /* publish to a topic (result: the value's seq) */
+    TG_WAIT_TOPIC,          /* sub:next / sub:take: the next value of a topic */
+    TG_WAIT_LOCK,           /* mutex:lock (name: the mutex) */
+    TG_WAIT_SEMAPHORE,      /* semaphore:acquire */
+    TG_WAIT_ELECTION,       /* election:campaign */
+    TG_WAIT_QUEUE,          /* queue:pop */
+    TG_WAIT_COORD,          /* a coordination call that does not queue: release, push, add, bye */
+    TG_WAIT_SLEEP,          /* tg.sleep (name: the seconds) */
+    TG_WAIT_EXEC,           /* tg.exec (name: the program) */
+    TG_WAIT_ACCEPT,         /* listener:accept (name: the listener's address) */
+    TG_WAIT_CONNECT,        /* net.connect (name: the address) */
+    TG_WAIT_READ,           /* conn:read, conn:read_line (name: the peer) */
+    TG_WAIT_WRITE,          /* conn:write (name: the peer) */
+    TG_WAIT_JOIN,           /* task:join (name: the task) */
+    TG_WAIT_REDIS,          /* a raw command or script of tg.redis (name: what it is) */
+    TG_WAIT_NKINDS
+} tg_wait_kind_t;
+
+#define TG_TRACE_FLUSH_AT 4096  /* bytes of records that trigger a write */
+#define TG_TRACE_NAME_MAX 1024  /* longer names are cut */
+#define TG_TRACE_MSG_MAX 2048   /* longer messages are cut */
+
+typedef struct tg_tracer tg_tracer_t;
+typedef struct tg_trace tg_trace_t;
+
+/* Who the trace is about: written in the file's first line.  Strings are
+ * copied; NULL is left out. */
+typedef struct tg_trace_info {
+    const char *run, *plan, *case_name, *group, *version;
+} tg_trace_info_t;
+
+/* "barrier", "topic", ...: the kind's name in the file ("other" when out of range). */
+const char *tg_trace_kind_name(int kind);
+
+/* A tracer on loop (its timer is unreferenced: it keeps no loop alive).
+ * NULL when out of memory. */
+tg_tracer_t *tg_tracer_new(uv_loop_t *loop);
+/* Free a tracer whose traces are all closed (closes its timer). */
+void tg_tracer_free(tg_tracer_t *tc);
+/* Flush every open trace of tc now (before an _exit). */
+void tg_tracer_flush_all(tg_tracer_t *tc);
+
+/* A trace written to path (created or truncated on the first flush), with
+ * a "start" mark now.  NULL when out of memory. */
+tg_trace_t *tg_trace_open(tg_tracer_t *tc, const char *path, const tg_trace_info_t *info);
+/* Flush what is left and free tr (NULL is fine). */
+void tg_trace_close(tg_trace_t *tr);
+/* Append the buffered records to the file now.  0, or -1 when the trace
+ * cannot be written (it stops recording). */
+int tg_trace_flush(tg_trace_t *tr);
+
+/* A wait of task began: returns its span id (0 if it was not recorded). */
+uint32_t tg_trace_begin(tg_trace_t *tr, int kind, uint64_t task, const char *name, size_t nlen);
+/* Span ended: well (code NULL; value, when not NULL, is its one integer
+ * result), or with an error code and message (mlen bytes). */
+void tg_trace_end(tg_trace_t *tr, uint32_t span, const char *code, const char *msg, size_t mlen,
+                  const int64_t *value);
+/* A mark at this moment: what ("success", "failure", "crash",
+ * "task_error", ...) and an optional text. */
+void tg_trace_mark(tg_trace_t *tr, const char *what, const char *text, size_t tlen);
+
+/* Bytes tr holds in memory now (its struct and buffers), for tests and
+ * the benchmark. */
+size_t tg_trace_memory(const tg_trace_t *tr);
+
+#endif
