@@ -1,8 +1,9 @@
 /*
  * main.c -- the tgrun command line: options, and which way of running the
  * plan they ask for.  Everything else lives in the units it calls:
- * tg_run.c (the single instance a Testground runner starts) and
- * tg_local.c (tgrun -n, in processes or in this process).
+ * tg_run.c (the single instance a Testground runner starts),
+ * tg_local.c (tgrun -n, in processes or in this process) and tg_report.c
+ * (tgrun report RUN_DIR).
  *
  * Exit status: 0 every instance succeeded; 1 a plan failed or crashed; 2 bad
  * usage or configuration, with one line on stderr that says what and how to
@@ -17,6 +18,7 @@
 
 #include "tg_local.h"
 #include "tg_params.h"
+#include "tg_report.h"
 #include "tg_run.h"
 #include "tg_scalar.h"
 
@@ -25,6 +27,7 @@ static void usage(FILE *f) {
 "usage: tgrun [options] PLAN.lua             run one instance (env from TEST_*)\n"
 "       tgrun -n N [options] PLAN.lua        run N local instances, one process each\n"
 "       tgrun -n N --inproc [options] PLAN.lua  run N instances in this process\n"
+"       tgrun report [--out DIR] RUN_DIR     timeline.html and trace.json of a finished run\n"
 "\n"
 "  -n, --instances N      local run with N instances\n"
 "  -c, --case NAME        test case (default: TEST_CASE, else the plan's only case)\n"
@@ -127,6 +130,7 @@ int main(int argc, char **argv) {
     tg_opts_t o = {0};
     /* A peer or child that goes away must give an error, not kill tgrun. */
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "report") == 0) return tg_report_main(argc - 1, argv + 1);
     int rc = parse_opts(argc, argv, &o);
     if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
     tg_kvlist_free(&o.params);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tg_report.h"
+
 double tg_local_now(void) {
     return (double)uv_hrtime() / 1e9;
 }
@@ -108,6 +110,13 @@ int tg_local_summarize(tg_local_t *r) {
                c->outcome == TG_OUT_CRASH ? "crashed" : "failed",
                c->error ? c->error : "?");
     }
+    /* the picture of the run: timeline.html, trace.json, and a few lines
+     * here on the barriers (tg_report.h); its trouble never changes the
+     * run's exit status */
+    char rundir[4200];
+    snprintf(rundir, sizeof rundir, "%s/%s", r->outputs, r->run.run_id);
+    fflush(stdout);
+    if (r->run.trace) tg_report_write(rundir, NULL, stdout, "  ");
     printf("tgrun: outputs in %s/%s\n", r->outputs, r->run.run_id);
     fflush(stdout);
     if (failed == 0) return 0;
