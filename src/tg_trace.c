@@ -250,10 +250,13 @@ static size_t cut(const char *s, size_t n, size_t max) {
     return n;
 }
 
-/* Append one record; a full buffer is written out. */
+/* Append one record.  A buffer that would pass TG_TRACE_FLUSH_AT is written
+ * out first, so it never grows past that (but for one record larger than
+ * it). */
 static void append(tg_trace_t *tr, const rec_t *r, const char *a, const char *b) {
     if (tr->broken) return;
     size_t need = sizeof *r + r->alen + r->blen;
+    if (tr->len && tr->len + need > TG_TRACE_FLUSH_AT && tg_trace_flush(tr) < 0) return;
     if (tr->len + need > tr->cap) {
         size_t cap = tr->cap ? tr->cap : 256;
         while (cap < tr->len + need) cap *= 2;
@@ -270,7 +273,6 @@ static void append(tg_trace_t *tr, const rec_t *r, const char *a, const char *b)
     if (r->alen) memcpy(o + sizeof *r, a, r->alen);
     if (r->blen) memcpy(o + sizeof *r + r->alen, b, r->blen);
     tr->len += need;
-    if (tr->len >= TG_TRACE_FLUSH_AT) tg_trace_flush(tr);
 }
 
 static int64_t now(const tg_trace_t *tr) {

@@ -12,7 +12,7 @@
  * Cost: a record is a fixed 32-byte header plus its strings, appended to
  * the instance's byte buffer in memory -- no formatting, no I/O on the
  * way.  The buffer is formatted as JSON lines and appended to the
- * instance's <outputs>/trace.jsonl when it holds TG_TRACE_FLUSH_AT bytes,
+ * instance's <outputs>/trace.jsonl when it would pass TG_TRACE_FLUSH_AT bytes,
  * when the instance records its outcome, when it ends, and from a timer of
  * the tracer every second (every N/1000 s when one process holds N > 1000
  * instances, so that a big in-process run does not open ten thousand files

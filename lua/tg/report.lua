@@ -604,6 +604,20 @@ function M.run(dir, out_dir)
   if not found then return { status = 2, error = why } end
   local insts = {}
   for i, f in ipairs(found) do insts[i] = read_instance(f) end
+  -- groups in the order they started (tgrun -n starts them in the order of
+  -- its -g options), instances by index
+  local gstart = {}
+  for _, inst in ipairs(insts) do
+    local t = inst.start or inst.first or math.huge
+    gstart[inst.group] = math.min(gstart[inst.group] or math.huge, t)
+  end
+  table.sort(insts, function(a, b)
+    if a.group ~= b.group then
+      if gstart[a.group] ~= gstart[b.group] then return gstart[a.group] < gstart[b.group] end
+      return a.group < b.group
+    end
+    return a.index < b.index
+  end)
 
   -- the run's name and extent
   local run = { run = dir:match("([^/]+)$") }
