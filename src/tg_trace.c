@@ -11,11 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
-#define TICK_MS 1000            /* the tracer's flush period ... */
-#define TICK_PER_TRACE_MS 1     /* ... at least this much per open trace */
+#define TICK_MS 250             /* the tracer looks at its traces this often ... */
+#define MAX_AGE_MS 1000         /* ... and writes the records older than this, */
+#define AGE_PER_TRACE_US 1000   /* or than this much per open trace when more */
+#define MAX_OPEN 4096           /* trace files kept open (a quarter of the descriptors at most) */
 
 enum { R_BEGIN = 1, R_END, R_MARK };
 enum { F_VALUE = 1 };           /* R_END: value is set */
@@ -33,12 +36,23 @@ typedef struct rec {
     int64_t value;
 } rec_t;
 
+/* A growing text buffer: one flush's JSON lines. */
+typedef struct text {
+    char *p;
+    size_t len, cap;
+    int nomem;
+} text_t;
+
 struct tg_tracer {
     uv_timer_t timer;
     int64_t wall0;              /* CLOCK_REALTIME ns at ... */
     uint64_t mono0;             /* ... this uv_hrtime() */
     tg_trace_t *head;           /* open traces */
     size_t n;
+    int max_open, nopen;        /* trace files that may stay open, and do */
+    char host[256];             /* for the traces' first lines */
+    long pid;
+    text_t scratch;             /* formatting space, reused by every flush */
 };
 
 struct tg_trace {
@@ -50,6 +64,8 @@ struct tg_trace {
     size_t len, cap;
     uint32_t next_span;
     int created;                /* the file was created (truncated) */
+    int fd;                     /* kept open between writes when the tracer allows, else -1 */
+    int64_t oldest;             /* when the first record not yet written was made (ns) */
     int broken;                 /* cannot be written: records are dropped */
     uint64_t dropped;           /* records lost to a failed allocation */
 };
@@ -69,14 +85,21 @@ const char *tg_trace_kind_name(int kind) {
 static void on_tick(uv_timer_t *h);
 
 static void arm(tg_tracer_t *tc) {
-    uint64_t ms = TICK_MS;
-    if (tc->n * TICK_PER_TRACE_MS > ms) ms = tc->n * TICK_PER_TRACE_MS;
-    uv_timer_start(&tc->timer, on_tick, ms, 0);
+    uv_timer_start(&tc->timer, on_tick, TICK_MS, 0);
 }
 
+/* Write the traces whose oldest unwritten record is older than the age
+ * limit: a busy instance's buffer fills and is written before that, so the
+ * tick writes the quiet ones (an instance stuck in a wait among them), and
+ * a process of many instances writes no more than about a thousand traces
+ * a second this way. */
 static void on_tick(uv_timer_t *h) {
     tg_tracer_t *tc = h->data;
-    tg_tracer_flush_all(tc);
+    int64_t age = (int64_t)MAX_AGE_MS * 1000000;
+    if ((int64_t)tc->n * AGE_PER_TRACE_US * 1000 > age) age = (int64_t)tc->n * AGE_PER_TRACE_US * 1000;
+    int64_t limit = (int64_t)(uv_hrtime() - tc->mono0) - age;
+    for (tg_trace_t *tr = tc->head; tr; tr = tr->next)
+        if ((tr->len || !tr->created) && tr->oldest <= limit) tg_trace_flush(tr);
     arm(tc);
 }
 
@@ -87,6 +110,15 @@ tg_tracer_t *tg_tracer_new(uv_loop_t *loop) {
     clock_gettime(CLOCK_REALTIME, &ts);
     tc->mono0 = uv_hrtime();
     tc->wall0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    /* Keeping a trace's file open makes a write one system call instead of
+     * three; a process of many instances keeps as many open as a quarter of
+     * its descriptors allows, the rest open their file for each write. */
+    gethostname(tc->host, sizeof tc->host - 1);
+    tc->pid = (long)getpid();
+    struct rlimit rl;
+    tc->max_open = MAX_OPEN;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < MAX_OPEN)
+        tc->max_open = (int)(rl.rlim_cur / 4);
     uv_timer_init(loop, &tc->timer);
     tc->timer.data = tc;
     uv_unref((uv_handle_t *)&tc->timer);
@@ -95,7 +127,9 @@ tg_tracer_t *tg_tracer_new(uv_loop_t *loop) {
 }
 
 static void tracer_closed(uv_handle_t *h) {
-    free(h->data);
+    tg_tracer_t *tc = h->data;
+    free(tc->scratch.p);
+    free(tc);
 }
 
 void tg_tracer_free(tg_tracer_t *tc) {
@@ -111,13 +145,6 @@ void tg_tracer_flush_all(tg_tracer_t *tc) {
 
 /* ---- JSON text ------------------------------------------------------------ */
 
-/* A growing text buffer for one flush. */
-typedef struct text {
-    char *p;
-    size_t len, cap;
-    int nomem;
-} text_t;
-
 static int text_room(text_t *x, size_t n) {
     if (x->len + n <= x->cap) return 1;
     size_t cap = x->cap ? x->cap : 1024;
@@ -132,6 +159,55 @@ static int text_room(text_t *x, size_t n) {
     return 1;
 }
 
+/* Writers at a cursor into room already made (text_room): they return the
+ * cursor after what they wrote.  A flush formats every record through
+ * these, so they stay plain (snprintf was most of what tracing cost). */
+static char *w_mem(char *o, const char *s, size_t n) {
+    memcpy(o, s, n);
+    return o + n;
+}
+
+#define W_LIT(o, lit) w_mem((o), (lit), sizeof(lit) - 1)
+
+static char *w_int(char *o, long long v) {
+    char b[24], *e = b + sizeof b, *p = e;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    return w_mem(o, p, (size_t)(e - p));
+}
+
+/* s[0..n) as a JSON string (at most 6 n + 2 bytes): quotes, backslashes and
+ * control bytes escaped; other bytes (UTF-8) pass through. */
+static char *w_str(char *o, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {     /* the common case */
+            *o++ = (char)c;
+        } else if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        } else if (c == '\t') {
+            *o++ = '\\';
+            *o++ = 't';
+        } else {                                /* other control bytes */
+            o = W_LIT(o, "\\u00");
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o++ = '"';
+    return o;
+}
+
 static void put(text_t *x, const char *s, size_t n) {
     if (!text_room(x, n)) return;
     memcpy(x->p + x->len, s, n);
@@ -143,40 +219,11 @@ static void puts_(text_t *x, const char *s) {
 }
 
 static void put_int(text_t *x, long long v) {
-    char b[24];
-    int n = snprintf(b, sizeof b, "%lld", v);
-    put(x, b, (size_t)n);
+    if (text_room(x, 24)) x->len = (size_t)(w_int(x->p + x->len, v) - x->p);
 }
 
-/* s[0..n) as a JSON string: quotes, backslashes and control bytes escaped;
- * other bytes (UTF-8) pass through. */
 static void put_str(text_t *x, const char *s, size_t n) {
-    static const char hex[] = "0123456789abcdef";
-    if (!text_room(x, n * 6 + 2)) return;
-    char *o = x->p + x->len;
-    *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            *o++ = '\\';
-            *o++ = (char)c;
-        } else if (c == '\n') {
-            *o++ = '\\';
-            *o++ = 'n';
-        } else if (c == '\t') {
-            *o++ = '\\';
-            *o++ = 't';
-        } else if (c < 0x20 || c == 0x7f) {
-            memcpy(o, "\\u00", 4);
-            o[4] = hex[c >> 4];
-            o[5] = hex[c & 15];
-            o += 6;
-        } else {
-            *o++ = (char)c;
-        }
-    }
-    *o++ = '"';
-    x->len = (size_t)(o - x->p);
+    if (text_room(x, n * 6 + 2)) x->len = (size_t)(w_str(x->p + x->len, s, n) - x->p);
 }
 
 static void put_field(text_t *x, const char *key, const char *s) {
@@ -192,13 +239,11 @@ static void put_field(text_t *x, const char *key, const char *s) {
 tg_trace_t *tg_trace_open(tg_tracer_t *tc, const char *path, const tg_trace_info_t *info) {
     tg_trace_t *tr = calloc(1, sizeof *tr);
     text_t h = {0};
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
     puts_(&h, "{\"tgtrace\":1,\"t0\":");
     put_int(&h, tc->wall0);
     puts_(&h, ",\"pid\":");
-    put_int(&h, (long long)getpid());
-    put_field(&h, "host", host);
+    put_int(&h, tc->pid);
+    put_field(&h, "host", tc->host);
     if (info) {
         put_field(&h, "run", info->run);
         put_field(&h, "plan", info->plan);
@@ -214,6 +259,7 @@ tg_trace_t *tg_trace_open(tg_tracer_t *tc, const char *path, const tg_trace_info
     }
     tr->header = h.p;
     tr->tc = tc;
+    tr->fd = -1;
     tr->next_span = 1;
     tr->next = tc->head;
     if (tc->head) tc->head->prev = tr;
@@ -227,6 +273,10 @@ void tg_trace_close(tg_trace_t *tr) {
     if (!tr) return;
     tg_tracer_t *tc = tr->tc;
     tg_trace_flush(tr);
+    if (tr->fd >= 0) {
+        close(tr->fd);
+        tc->nopen--;
+    }
     if (tr->prev) tr->prev->next = tr->next;
     else tc->head = tr->next;
     if (tr->next) tr->next->prev = tr->prev;
@@ -268,6 +318,7 @@ static void append(tg_trace_t *tr, const rec_t *r, const char *a, const char *b)
         tr->buf = p;
         tr->cap = cap;
     }
+    if (!tr->len) tr->oldest = r->t;
     unsigned char *o = tr->buf + tr->len;
     memcpy(o, r, sizeof *r);
     if (r->alen) memcpy(o + sizeof *r, a, r->alen);
@@ -312,47 +363,52 @@ void tg_trace_mark(tg_trace_t *tr, const char *what, const char *text, size_t tl
 
 /* The JSON line of one record (see docs/api.md, "The trace"). */
 static void format(text_t *x, const rec_t *r, const char *a, const char *b) {
+    /* room for the longest line: keys, four integers, the strings escaped */
+    if (!text_room(x, 160 + 6 * ((size_t)r->alen + r->blen))) return;
+    char *o = x->p + x->len;
     switch (r->type) {
     case R_BEGIN:
-        puts_(x, "{\"b\":");
-        put_int(x, r->span);
-        puts_(x, ",\"t\":");
-        put_int(x, r->t / 1000);
-        puts_(x, ",\"task\":");
-        put_int(x, r->task);
-        puts_(x, ",\"k\":\"");
-        puts_(x, tg_trace_kind_name(r->kind));
-        puts_(x, "\",\"n\":");
-        put_str(x, a, r->alen);
+        o = W_LIT(o, "{\"b\":");
+        o = w_int(o, r->span);
+        o = W_LIT(o, ",\"t\":");
+        o = w_int(o, r->t / 1000);
+        o = W_LIT(o, ",\"task\":");
+        o = w_int(o, r->task);
+        o = W_LIT(o, ",\"k\":\"");
+        const char *k = tg_trace_kind_name(r->kind);
+        o = w_mem(o, k, strlen(k));
+        o = W_LIT(o, "\",\"n\":");
+        o = w_str(o, a, r->alen);
         break;
     case R_END:
-        puts_(x, "{\"e\":");
-        put_int(x, r->span);
-        puts_(x, ",\"t\":");
-        put_int(x, r->t / 1000);
+        o = W_LIT(o, "{\"e\":");
+        o = w_int(o, r->span);
+        o = W_LIT(o, ",\"t\":");
+        o = w_int(o, r->t / 1000);
         if (r->kind & F_VALUE) {
-            puts_(x, ",\"v\":");
-            put_int(x, r->value);
+            o = W_LIT(o, ",\"v\":");
+            o = w_int(o, r->value);
         }
         if (r->alen) {
-            puts_(x, ",\"err\":");
-            put_str(x, a, r->alen);
-            puts_(x, ",\"msg\":");
-            put_str(x, b, r->blen);
+            o = W_LIT(o, ",\"err\":");
+            o = w_str(o, a, r->alen);
+            o = W_LIT(o, ",\"msg\":");
+            o = w_str(o, b, r->blen);
         }
         break;
     default:
-        puts_(x, "{\"m\":");
-        put_str(x, a, r->alen);
-        puts_(x, ",\"t\":");
-        put_int(x, r->t / 1000);
+        o = W_LIT(o, "{\"m\":");
+        o = w_str(o, a, r->alen);
+        o = W_LIT(o, ",\"t\":");
+        o = w_int(o, r->t / 1000);
         if (r->blen) {
-            puts_(x, ",\"msg\":");
-            put_str(x, b, r->blen);
+            o = W_LIT(o, ",\"msg\":");
+            o = w_str(o, b, r->blen);
         }
         break;
     }
-    put(x, "}\n", 2);
+    o = W_LIT(o, "}\n");
+    x->len = (size_t)(o - x->p);
 }
 
 static int write_all(int fd, const char *p, size_t n) {
@@ -371,7 +427,10 @@ static int write_all(int fd, const char *p, size_t n) {
 int tg_trace_flush(tg_trace_t *tr) {
     if (!tr || tr->broken) return tr ? -1 : 0;
     if (!tr->len && !tr->dropped && tr->created) return 0;
-    text_t x = {0};
+    tg_tracer_t *tc = tr->tc;
+    text_t x = tc->scratch;                     /* lent, given back below */
+    x.len = 0;
+    x.nomem = 0;
     if (!tr->created) puts_(&x, tr->header);
     for (size_t off = 0; off < tr->len;) {
         rec_t r;
@@ -387,19 +446,28 @@ int tg_trace_flush(tg_trace_t *tr) {
         put_int(&x, (long long)tr->dropped);
         puts_(&x, " records lost: out of memory\"}\n");
     }
-    if (x.nomem) {                              /* try again at the next flush */
-        free(x.p);
-        return 0;
+    tc->scratch = x;
+    if (x.nomem) return 0;                      /* try again at the next flush */
+    int fd = tr->fd;
+    if (fd < 0) {
+        int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (tr->created ? 0 : O_TRUNC);
+        fd = open(tr->path, flags, 0644);
     }
-    int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (tr->created ? 0 : O_TRUNC);
-    int fd = open(tr->path, flags, 0644);
     int rc = fd < 0 ? -1 : write_all(fd, x.p, x.len);
     int err = errno;
-    if (fd >= 0 && close(fd) < 0 && rc == 0) {
-        rc = -1;
-        err = errno;
+    if (fd >= 0 && tr->fd < 0 && rc == 0 && tc->nopen < tc->max_open) {
+        tr->fd = fd;                            /* kept for the next write */
+        tc->nopen++;
+    } else if (fd >= 0 && (rc < 0 || fd != tr->fd)) {
+        if (fd == tr->fd) {
+            tr->fd = -1;
+            tc->nopen--;
+        }
+        if (close(fd) < 0 && rc == 0) {
+            rc = -1;
+            err = errno;
+        }
     }
-    free(x.p);
     if (rc < 0) {
         fprintf(stderr, "tgrun: cannot write the trace %s: %s; tracing stops for this instance\n",
                 tr->path, strerror(err));

@@ -124,6 +124,26 @@ local function seen(inst, t)
   if not inst.last or t > inst.last then inst.last = t end
 end
 
+-- The two lines a trace is mostly made of, read without the JSON decoder
+-- when they have exactly the shape tg_trace.c writes (a name without
+-- escapes); anything else goes through json.decode.
+local function quick(line)
+  local b, t, task, k, name = line:match('^{"b":(%d+),"t":(%d+),"task":(%d+),"k":"([%w_]+)","n":"([^"\\]*)"}$')
+  if b then
+    return { b = math.tointeger(tonumber(b)), t = math.tointeger(tonumber(t)),
+      task = math.tointeger(tonumber(task)), k = k, n = name }
+  end
+  local e, te, v = line:match('^{"e":(%d+),"t":(%d+)(.*)}$')
+  if e then
+    if v == "" then return { e = math.tointeger(tonumber(e)), t = math.tointeger(tonumber(te)) } end
+    v = v:match('^,"v":(%-?%d+)$')
+    if v then
+      return { e = math.tointeger(tonumber(e)), t = math.tointeger(tonumber(te)), v = math.tointeger(tonumber(v)) }
+    end
+  end
+  return nil
+end
+
 -- trace.jsonl: a header line, then one record per line (docs/api.md).
 local function read_trace(inst, path)
   local f = io.open(path, "rb")
@@ -133,7 +153,9 @@ local function read_trace(inst, path)
   local n, bad, last_bad = 0, 0, false
   for line in f:lines() do
     n = n + 1
-    local ok, r = pcall(json.decode, line)
+    local r = n > 1 and quick(line)
+    local ok = r ~= nil
+    if not r then ok, r = pcall(json.decode, line) end
     if not ok or type(r) ~= "table" then
       bad, last_bad = bad + 1, true
     elseif n == 1 then
@@ -269,10 +291,18 @@ local function read_instance(found)
       inst.unfinished = (inst.unfinished or 0) + 1
     end
   end
-  table.sort(inst.spans, function(a, b)
-    if a.b ~= b.b then return a.b < b.b end
-    return a.e > b.e
-  end)
+  -- a trace's spans come in the order they began; only stages from
+  -- run.out (or clocks that stepped back) need sorting
+  local sorted = true
+  for i = 2, #inst.spans do
+    if inst.spans[i].b < inst.spans[i - 1].b then sorted = false break end
+  end
+  if not sorted then
+    table.sort(inst.spans, function(a, b)
+      if a.b ~= b.b then return a.b < b.b end
+      return a.e > b.e
+    end)
+  end
   -- rows: a span goes to the first row that is free when it begins (tasks
   -- of one instance wait side by side)
   local rows = {}
@@ -320,17 +350,23 @@ local function analyse_barriers(insts)
   for _, B in ipairs(order) do
     if #B.waits > 0 then
       local arrivals = #B.entries > 0 and B.entries or B.waits
-      -- the order Redis gave (the seqs) when every entry has one: it holds
-      -- across hosts whose clocks disagree; else the order of the clocks
+      -- the last: by the order Redis gave (the seqs) when every entry has
+      -- one -- it holds across hosts whose clocks disagree -- else by the
+      -- clocks; one pass, no sort (a run may have thousands of barriers)
       local by_seq = true
       for _, a in ipairs(arrivals) do if not a.s.v then by_seq = false end end
-      table.sort(arrivals, function(a, b)
-        if by_seq and a.s.v ~= b.s.v then return a.s.v < b.s.v end
-        if a.s.b ~= b.s.b then return a.s.b < b.s.b end
-        return a.inst.label < b.inst.label
-      end)
-      local first, last = math.huge, #B.entries > 0 and arrivals[#arrivals] or nil
-      for _, a in ipairs(arrivals) do first = math.min(first, a.s.b) end
+      local first, last = math.huge, nil
+      for _, a in ipairs(arrivals) do
+        local s = a.s
+        if s.b < first then first = s.b end
+        if not last then last = a
+        elseif by_seq then
+          if s.v > last.s.v then last = a end
+        elseif s.b > last.s.b or (s.b == last.s.b and a.inst.label > last.inst.label) then
+          last = a
+        end
+      end
+      if #B.entries == 0 then last = nil end
       if last then last.s.last = true end
       local last_b = last and last.s.b or first
       local release, total, for_last, failed, ended, gave_up = nil, 0, 0, 0, 0, first
@@ -434,11 +470,21 @@ end
 local function write_chrome(path, run, insts, t0)
   local f, err = io.open(path, "wb")
   if not f then return nil, err end
+  f:setvbuf("full", 1 << 20)
   local first = true
   local function ev(e)
     f:write(first and "\n" or ",\n", json.encode(e))
     first = false
   end
+  -- the waits, by far the most events, are formatted by hand: a run of a
+  -- thousand instances has hundreds of thousands (json.encode sorts every
+  -- object's keys); a name is encoded once however often it comes
+  local quoted = setmetatable({}, { __index = function(t, s)
+    local q = json.encode(s)
+    t[s] = q
+    return q
+  end })
+  local X = [[{"ph":"X","name":%s,"cat":%s,"ts":%d,"dur":%d,"pid":%d,"tid":%d,"args":{"name":%s%s}}]]
   f:write('{"displayTimeUnit":"ms","otherData":', json.encode({ run = run.run or "", plan = run.plan or "",
     case = run.case or "", generator = "tgrun report" }), ',"traceEvents":[')
   local groups, gpid = {}, {}
@@ -465,13 +511,15 @@ local function write_chrome(path, run, insts, t0)
       ev({ ph = "M", name = "thread_sort_index", pid = pid, tid = tid, args = { sort_index = tid } })
     end
     for _, s in ipairs(inst.spans) do
-      local args = { name = s.n }
-      if s.v then args.result = s.v end
-      if s.err then args.error, args.message = s.err, s.msg end
-      if s.unfinished then args.unfinished = true end
-      if s.last then args.arrived_last = true end
-      ev({ ph = "X", name = label_of(s), cat = s.k, ts = s.b - t0, dur = s.e - s.b, pid = pid,
-        tid = base + 1 + s.row, args = args })
+      local more = ""
+      if s.v or s.err or s.unfinished or s.last then
+        more = (s.v and ',"result":' .. s.v or "")
+          .. (s.err and ',"error":' .. json.encode(s.err) .. ',"message":' .. json.encode(s.msg) or "")
+          .. (s.unfinished and ',"unfinished":true' or "") .. (s.last and ',"arrived_last":true' or "")
+      end
+      f:write(first and "\n" or ",\n", X:format(quoted[label_of(s)], quoted[s.k], s.b - t0, s.e - s.b, pid,
+        base + 1 + s.row, quoted[s.n], more))
+      first = false
     end
     for _, m in ipairs(inst.marks) do
       if m.m ~= "success" then
@@ -573,8 +621,10 @@ end
 local function write_html(path, data)
   local page = fs.asset("timeline.html")
   if not page then return nil, "the page's template is not in this tgrun binary" end
-  -- JSON inside <script>: "</" must not close the element
-  local text = json.encode(data):gsub("</", "<\\/")
+  -- JSON inside <script>: no "<" at all, so that neither "</script" nor
+  -- "<!--" in a name or message can end or bend the element ("<" appears
+  -- in JSON only inside strings, where \u003c means the same)
+  local text = json.encode(data):gsub("<", "\\u003c")
   local a, b = page:find("/*TG_DATA*/null", 1, true)
   if not a then return nil, "the page's template has no data slot" end
   local f, err = io.open(path, "wb")

@@ -57,7 +57,9 @@ local function mark(t, m)
   for _, r in ipairs(t.marks) do if r.m == m then return r end end
 end
 
-local KINDS = { "entry", "barrier", "signal_and_wait", "publish", "topic", "lock", "semaphore", "coord",
+-- the kinds every instance of the plan "kinds" waits for ("topic" only
+-- for sure where the topic is new to the process: the client's kinds-addr)
+local KINDS = { "entry", "barrier", "signal_and_wait", "publish", "lock", "semaphore", "coord",
   "sleep", "exec", "read", "write", "join", "redis" }
 
 local function check_kinds(rundir, ninst)

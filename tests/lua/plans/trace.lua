@@ -33,6 +33,7 @@ function cases.kinds(env)
     sync.publish("kinds-addr", l.address)
     local c = l:accept({ timeout = 10 })
     local line = c:read_line({ timeout = 10 })
+    tg.sleep(0.05)                      -- so that the client's read waits
     c:write(line .. "!\n")
     c:close()
     l:close()
@@ -40,6 +41,7 @@ function cases.kinds(env)
     q:pop({ timeout = 10 })
     local addr = sync.subscribe("kinds-addr"):next({ timeout = 10 })
     local c = net.connect(addr, { timeout = 10 })
+    tg.sleep(0.05)                      -- so that the server's read waits
     c:write("ping\n")
     c:read_line({ timeout = 10 })
     c:close()
@@ -56,8 +58,10 @@ function cases.kinds(env)
   sync.signal_and_wait("kinds-done", n)
 end
 
--- rounds of barriers; the instance of param `fails` (a global_seq, default
--- 0: none) fails at the end, after the last barrier everybody shares
+-- rounds of barriers, a lock everyone takes once, results published and
+-- read by five instances; the instance of param `fails` (a
+-- global_seq, default 0: none) fails at the end, after the last barrier
+-- everybody shares
 function cases.one_fails(env)
   local n = env.instance_count
   local fails = env:int("fails", 0)
@@ -67,7 +71,10 @@ function cases.one_fails(env)
     tg.sleep(0.002 * ((env.global_seq * 7 + r * 3) % 11))
     sync.signal_and_wait("round-" .. r, n)
   end
-  sync.publish("results", { from = env.global_seq })
+  sync.mutex("ledger"):with(function() tg.sleep(0.001) end)
+  local _, sub = sync.publish_subscribe("results", { from = env.global_seq })
+  if env.global_seq <= 5 then sub:take(n, { timeout = 30 }) end
+  sub:close()
   if env.global_seq == fails then
     tg.sleep(0.05)
     error("instance " .. fails .. " found a wrong checksum")
