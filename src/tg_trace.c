@@ -3,11 +3,26 @@
  * (a 32-byte header and the bytes of their strings) and turned into JSON
  * lines only when they are written, so that the waits pay for a clock
  * reading and a copy, nothing more.
+ *
+ * Writing: the lines are formatted on the loop's thread and the write
+ * system call is handed to libuv's thread pool (uv_queue_work), because a
+ * write to a journalling file system costs tens of microseconds, which a
+ * thousand instances in one process would otherwise add to every barrier
+ * round.  A trace has at most one write in flight (a job); records that
+ * come meanwhile wait for the next.  The worker touches only its job (and
+ * the trace's path, which does not change); everything else is the loop
+ * thread's.  The writes that must be on disk when they return -- the
+ * outcome, the end of the instance, closing, the second Ctrl-C -- wait for
+ * the job in flight (it sets an atomic flag when done) and write on the
+ * calling thread.  A closed trace whose job has not been reported back yet
+ * is freed by that report, and the tracer after its last trace.
  */
 #include "tg_trace.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +59,7 @@ typedef struct text {
 } text_t;
 
 struct tg_tracer {
+    uv_loop_t *loop;
     uv_timer_t timer;
     int64_t wall0;              /* CLOCK_REALTIME ns at ... */
     uint64_t mono0;             /* ... this uv_hrtime() */
@@ -52,8 +68,23 @@ struct tg_tracer {
     int max_open, nopen;        /* trace files that may stay open, and do */
     char host[256];             /* for the traces' first lines */
     long pid;
-    text_t scratch;             /* formatting space, reused by every flush */
+    int jobs;                   /* writes handed to the pool, not yet reported back */
+    int freeing, timer_closed;  /* tg_tracer_free was called; its timer is closed */
 };
+
+/* One write of a trace's lines: done by a worker of the pool (or, for a
+ * write that must be done when it returns, by the caller). */
+typedef struct wjob {
+    uv_work_t req;
+    tg_trace_t *tr;
+    const char *path;           /* the trace's (it outlives the job) */
+    text_t text;                /* the lines; owned */
+    int fd;                     /* the trace's open file, or -1: open it here */
+    int trunc, keep;            /* create it empty; keep what was opened */
+    int newfd, err;             /* out: a file to keep; errno, 0 when written */
+    int completed;              /* the loop thread took the results */
+    atomic_int done;            /* set by whoever wrote, last */
+} wjob_t;
 
 struct tg_trace {
     tg_tracer_t *tc;
@@ -65,6 +96,10 @@ struct tg_trace {
     uint32_t next_span;
     int created;                /* the file was created (truncated) */
     int fd;                     /* kept open between writes when the tracer allows, else -1 */
+    wjob_t *job;                /* the last write handed to the pool, until reported back */
+    int jobs;                   /* its writes not yet reported back */
+    int again;                  /* the tick found a write in flight: write the rest after it */
+    int closing;                /* closed: freed when its last job is reported back */
     int64_t oldest;             /* when the first record not yet written was made (ns) */
     int broken;                 /* cannot be written: records are dropped */
     uint64_t dropped;           /* records lost to a failed allocation */
@@ -83,6 +118,13 @@ const char *tg_trace_kind_name(int kind) {
 /* ---- the tracer --------------------------------------------------------- */
 
 static void on_tick(uv_timer_t *h);
+/* How a flush may go: the tick's leaves a trace whose write is still in
+ * flight for later; a full buffer waits for that write (so the buffer
+ * never grows past TG_TRACE_FLUSH_AT) and hands the next to the pool; NOW
+ * writes before it returns. */
+enum { FLUSH_LATER, FLUSH_FULL, FLUSH_NOW };
+static int flush(tg_trace_t *tr, int how);
+static void settle(tg_trace_t *tr);
 
 static void arm(tg_tracer_t *tc) {
     uv_timer_start(&tc->timer, on_tick, TICK_MS, 0);
@@ -99,13 +141,14 @@ static void on_tick(uv_timer_t *h) {
     if ((int64_t)tc->n * AGE_PER_TRACE_US * 1000 > age) age = (int64_t)tc->n * AGE_PER_TRACE_US * 1000;
     int64_t limit = (int64_t)(uv_hrtime() - tc->mono0) - age;
     for (tg_trace_t *tr = tc->head; tr; tr = tr->next)
-        if ((tr->len || !tr->created) && tr->oldest <= limit) tg_trace_flush(tr);
+        if ((tr->len || !tr->created) && tr->oldest <= limit) flush(tr, FLUSH_LATER);
     arm(tc);
 }
 
 tg_tracer_t *tg_tracer_new(uv_loop_t *loop) {
     tg_tracer_t *tc = calloc(1, sizeof *tc);
     if (!tc) return NULL;
+    tc->loop = loop;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     tc->mono0 = uv_hrtime();
@@ -128,12 +171,13 @@ tg_tracer_t *tg_tracer_new(uv_loop_t *loop) {
 
 static void tracer_closed(uv_handle_t *h) {
     tg_tracer_t *tc = h->data;
-    free(tc->scratch.p);
-    free(tc);
+    tc->timer_closed = 1;
+    if (!tc->jobs) free(tc);
 }
 
 void tg_tracer_free(tg_tracer_t *tc) {
     if (!tc) return;
+    tc->freeing = 1;
     uv_timer_stop(&tc->timer);
     uv_close((uv_handle_t *)&tc->timer, tracer_closed);
 }
@@ -269,22 +313,29 @@ tg_trace_t *tg_trace_open(tg_tracer_t *tc, const char *path, const tg_trace_info
     return tr;
 }
 
+static void trace_free(tg_trace_t *tr) {
+    free(tr->path);
+    free(tr->header);
+    free(tr->buf);
+    free(tr);
+}
+
 void tg_trace_close(tg_trace_t *tr) {
     if (!tr) return;
     tg_tracer_t *tc = tr->tc;
     tg_trace_flush(tr);
+    settle(tr);                                 /* no worker may use the file any more */
     if (tr->fd >= 0) {
         close(tr->fd);
+        tr->fd = -1;
         tc->nopen--;
     }
     if (tr->prev) tr->prev->next = tr->next;
     else tc->head = tr->next;
     if (tr->next) tr->next->prev = tr->prev;
     tc->n--;
-    free(tr->path);
-    free(tr->header);
-    free(tr->buf);
-    free(tr);
+    if (tr->jobs) tr->closing = 1;              /* its last job's report frees it */
+    else trace_free(tr);
 }
 
 size_t tg_trace_memory(const tg_trace_t *tr) {
@@ -306,7 +357,7 @@ static size_t cut(const char *s, size_t n, size_t max) {
 static void append(tg_trace_t *tr, const rec_t *r, const char *a, const char *b) {
     if (tr->broken) return;
     size_t need = sizeof *r + r->alen + r->blen;
-    if (tr->len && tr->len + need > TG_TRACE_FLUSH_AT && tg_trace_flush(tr) < 0) return;
+    if (tr->len && tr->len + need > TG_TRACE_FLUSH_AT && flush(tr, FLUSH_FULL) < 0) return;
     if (tr->len + need > tr->cap) {
         size_t cap = tr->cap ? tr->cap : 256;
         while (cap < tr->len + need) cap *= 2;
@@ -424,63 +475,154 @@ static int write_all(int fd, const char *p, size_t n) {
     return 0;
 }
 
-int tg_trace_flush(tg_trace_t *tr) {
-    if (!tr || tr->broken) return tr ? -1 : 0;
-    if (!tr->len && !tr->dropped && tr->created) return 0;
+/* Write j's lines: on a worker of the pool, or on the caller's thread.
+ * Touches nothing but j (and the files). */
+static void do_write(wjob_t *j) {
+    int fd = j->fd;
+    if (fd < 0) fd = open(j->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (j->trunc ? O_TRUNC : 0), 0644);
+    j->err = fd < 0 || write_all(fd, j->text.p, j->text.len) < 0 ? errno : 0;
+    j->newfd = -1;
+    if (fd >= 0 && j->fd < 0) {
+        if (j->keep && !j->err) j->newfd = fd;
+        else if (close(fd) < 0 && !j->err) j->err = errno;
+    }
+    atomic_store_explicit(&j->done, 1, memory_order_release);
+}
+
+static void work_cb(uv_work_t *req) {
+    do_write(req->data);
+}
+
+/* The loop thread takes j's results (once): the file it opened to keep, a
+ * failure (the trace stops recording, said once). */
+static void complete(tg_trace_t *tr, wjob_t *j) {
+    if (j->completed) return;
+    j->completed = 1;
     tg_tracer_t *tc = tr->tc;
-    text_t x = tc->scratch;                     /* lent, given back below */
-    x.len = 0;
-    x.nomem = 0;
-    if (!tr->created) puts_(&x, tr->header);
+    if (j->newfd >= 0) tr->fd = j->newfd;
+    else if (j->keep) tc->nopen--;              /* the slot it had reserved */
+    if (!j->err) {
+        tr->created = 1;
+        return;
+    }
+    if (tr->fd >= 0) {
+        close(tr->fd);
+        tr->fd = -1;
+        tc->nopen--;
+    }
+    if (!tr->broken)
+        fprintf(stderr, "tgrun: cannot write the trace %s: %s; tracing stops for this instance\n",
+                tr->path, strerror(j->err));
+    tr->broken = 1;
+    free(tr->buf);
+    tr->buf = NULL;
+    tr->len = tr->cap = 0;
+}
+
+static void after_cb(uv_work_t *req, int status) {
+    (void)status;
+    wjob_t *j = req->data;
+    tg_trace_t *tr = j->tr;
+    tg_tracer_t *tc = tr->tc;
+    complete(tr, j);
+    if (tr->job == j) tr->job = NULL;
+    free(j->text.p);
+    free(j);
+    tc->jobs--;
+    tr->jobs--;
+    if (tr->closing) {
+        if (!tr->jobs) trace_free(tr);
+    } else if (tr->again && !tr->job) {
+        tr->again = 0;
+        flush(tr, FLUSH_LATER);
+    }
+    if (tc->freeing && tc->timer_closed && !tc->jobs) free(tc);
+}
+
+/* Wait until the write in flight is done (a worker is at it or will be
+ * soon) and take its results, so that what is written next comes after it. */
+static void settle(tg_trace_t *tr) {
+    wjob_t *j = tr->job;
+    if (!j || j->completed) return;
+    while (!atomic_load_explicit(&j->done, memory_order_acquire)) sched_yield();
+    complete(tr, j);
+}
+
+/* Format the buffered records into a job (NULL when there is nothing to
+ * write, or no memory: then the records stay for the next try). */
+static wjob_t *take(tg_trace_t *tr) {
+    if (!tr->len && !tr->dropped && tr->created) return NULL;
+    wjob_t *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    text_t *x = &j->text;
+    if (!tr->created) puts_(x, tr->header);
     for (size_t off = 0; off < tr->len;) {
         rec_t r;
         memcpy(&r, tr->buf + off, sizeof r);
         const char *a = (const char *)tr->buf + off + sizeof r;
-        format(&x, &r, a, a + r.alen);
+        format(x, &r, a, a + r.alen);
         off += sizeof r + r.alen + r.blen;
     }
     if (tr->dropped) {
-        puts_(&x, "{\"m\":\"dropped\",\"t\":");
-        put_int(&x, now(tr) / 1000);
-        puts_(&x, ",\"msg\":\"");
-        put_int(&x, (long long)tr->dropped);
-        puts_(&x, " records lost: out of memory\"}\n");
+        puts_(x, "{\"m\":\"dropped\",\"t\":");
+        put_int(x, now(tr) / 1000);
+        puts_(x, ",\"msg\":\"");
+        put_int(x, (long long)tr->dropped);
+        puts_(x, " records lost: out of memory\"}\n");
     }
-    tc->scratch = x;
-    if (x.nomem) return 0;                      /* try again at the next flush */
-    int fd = tr->fd;
-    if (fd < 0) {
-        int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (tr->created ? 0 : O_TRUNC);
-        fd = open(tr->path, flags, 0644);
+    if (x->nomem) {
+        free(x->p);
+        free(j);
+        return NULL;
     }
-    int rc = fd < 0 ? -1 : write_all(fd, x.p, x.len);
-    int err = errno;
-    if (fd >= 0 && tr->fd < 0 && rc == 0 && tc->nopen < tc->max_open) {
-        tr->fd = fd;                            /* kept for the next write */
-        tc->nopen++;
-    } else if (fd >= 0 && (rc < 0 || fd != tr->fd)) {
-        if (fd == tr->fd) {
-            tr->fd = -1;
-            tc->nopen--;
-        }
-        if (close(fd) < 0 && rc == 0) {
-            rc = -1;
-            err = errno;
-        }
+    tg_tracer_t *tc = tr->tc;
+    j->tr = tr;
+    j->path = tr->path;
+    j->fd = tr->fd;
+    j->trunc = !tr->created;
+    if (j->fd < 0 && tc->nopen < tc->max_open) {
+        j->keep = 1;
+        tc->nopen++;                            /* reserved; complete() settles it */
     }
-    if (rc < 0) {
-        fprintf(stderr, "tgrun: cannot write the trace %s: %s; tracing stops for this instance\n",
-                tr->path, strerror(err));
-        tr->broken = 1;
-        free(tr->buf);
-        tr->buf = NULL;
-        tr->len = tr->cap = 0;
-        return -1;
-    }
-    tr->created = 1;
+    j->req.data = j;
     tr->len = 0;
     tr->dropped = 0;
-    free(tr->header);
-    tr->header = NULL;
-    return 0;
+    if (tr->header && !tr->created) {
+        free(tr->header);                       /* it is in the job's lines */
+        tr->header = NULL;
+        tr->created = 1;                        /* for the next job: append */
+    }
+    return j;
+}
+
+/* Write the buffered records: handed to the pool (sync = 0; a trace with a
+ * write in flight writes them after it), or done before returning. */
+static int flush(tg_trace_t *tr, int how) {
+    if (tr->job && !tr->job->completed) {
+        if (how == FLUSH_LATER && !atomic_load_explicit(&tr->job->done, memory_order_acquire)) {
+            tr->again = 1;
+            return 0;
+        }
+        settle(tr);
+    }
+    if (tr->broken) return -1;
+    wjob_t *j = take(tr);
+    if (!j) return 0;
+    tg_tracer_t *tc = tr->tc;
+    if (how != FLUSH_NOW && uv_queue_work(tc->loop, &j->req, work_cb, after_cb) == 0) {
+        tr->job = j;
+        tr->jobs++;
+        tc->jobs++;
+        return 0;
+    }
+    do_write(j);                                /* here and now */
+    complete(tr, j);
+    free(j->text.p);
+    free(j);
+    return tr->broken ? -1 : 0;
+}
+
+int tg_trace_flush(tg_trace_t *tr) {
+    if (!tr) return 0;
+    return flush(tr, FLUSH_NOW);
 }

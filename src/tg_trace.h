@@ -12,13 +12,18 @@
  * Cost: a record is a fixed 32-byte header plus its strings, appended to
  * the instance's byte buffer in memory -- no formatting, no I/O on the
  * way.  The buffer is formatted as JSON lines and appended to the
- * instance's <outputs>/trace.jsonl when it would pass TG_TRACE_FLUSH_AT bytes,
- * when the instance records its outcome, when it ends, and from a timer of
- * the tracer every second (every N/1000 s when one process holds N > 1000
- * instances, so that a big in-process run does not open ten thousand files
- * a second).  So a crash or SIGKILL loses at most what was recorded since
- * the last flush: the last second, or less than TG_TRACE_FLUSH_AT bytes.
- * A wait that had begun by then shows as begun and never ended.
+ * instance's <outputs>/trace.jsonl when it would pass TG_TRACE_FLUSH_AT
+ * bytes, when the instance records its outcome, when it ends, and from the
+ * tracer's timer (every quarter second) when its oldest unwritten record
+ * is a second old (N/1000 s when one process holds N > 1000 instances, so
+ * that a big in-process run writes no more than about a thousand files a
+ * second that way).  A busy instance fills its buffer first, so the timer
+ * writes only the quiet ones -- among them an instance stuck in a wait.
+ * The file stays open between writes while the tracer may keep it (a
+ * quarter of the process's descriptors, at most 4096 files), else it is
+ * opened for each write.  So a crash or SIGKILL loses at most what was
+ * recorded in the last second or so; a wait that had begun by then shows
+ * as begun and never ended.
  *
  * Ownership and invariants:
  *  - A tg_tracer_t is one per runtime (process): the time base that all

@@ -40,6 +40,7 @@ function cases.kinds(env)
   else
     q:pop({ timeout = 10 })
     local addr = sync.subscribe("kinds-addr"):next({ timeout = 10 })
+    tg.sleep(0.05)                      -- so that the server's accept waits
     local c = net.connect(addr, { timeout = 10 })
     tg.sleep(0.05)                      -- so that the server's read waits
     c:write("ping\n")
