@@ -19,21 +19,28 @@
  * that a big in-process run writes no more than about a thousand files a
  * second that way).  A busy instance fills its buffer first, so the timer
  * writes only the quiet ones -- among them an instance stuck in a wait.
- * The file stays open between writes while the tracer may keep it (a
- * quarter of the process's descriptors, at most 4096 files), else it is
- * opened for each write.  So a crash or SIGKILL loses at most what was
- * recorded in the last second or so; a wait that had begun by then shows
- * as begun and never ended.
+ * The lines are formatted on the loop's thread; the write system call
+ * itself goes to libuv's thread pool (tens of microseconds on a journalling
+ * file system, which a thousand instances would otherwise add to every
+ * round), except for the outcome, the end and the second Ctrl-C, which are
+ * on disk when tg_trace_flush returns.  The file stays open between writes
+ * while the tracer may keep it (a quarter of the process's descriptors, at
+ * most 4096 files), else it is opened for each write.  So a crash or
+ * SIGKILL loses at most what was recorded in the last second or so; a wait
+ * that had begun by then shows as begun and never ended.
  *
  * Ownership and invariants:
  *  - A tg_tracer_t is one per runtime (process): the time base that all
  *    of its traces share (one wall-clock reading paired with the monotonic
  *    clock, so spans of instances in one process line up exactly) and the
  *    flush timer.  tg_tracer_free comes after the last trace was closed;
- *    it closes the timer, so the loop must run once more.
+ *    it closes the timer, and the tracer goes when the loop has run the
+ *    timer's close and every write's report.
+ *  - Threads: only the write system call runs on a worker of libuv's pool,
+ *    touching only its job; everything else is the loop thread's.
  *  - A tg_trace_t belongs to one instance (tg_inst_t.trace), which closes
- *    it (tg_trace_close flushes what is left and frees it).  It keeps no
- *    file open between flushes.
+ *    it (tg_trace_close writes what is left; the struct itself goes when
+ *    its last write in the pool has been reported back to the loop).
  *  - Span ids grow from 1 per trace; 0 means "not recorded".
  *  - Failing to write is said once on stderr, then the trace stops
  *    recording; failing to allocate drops the record and counts it (the
