@@ -63,7 +63,7 @@ int tg_inproc_run(tg_local_t *r) {
     rt.strip = 1;
     tg_rt_handle_signals(&rt);
     if (r->tty) setvbuf(stdout, NULL, _IOLBF, 0);
-    int status = 2;
+    int status = 2, summarized = 0;
 
     tg_redis_addr_t addr;
     if (r->redis_url[0]) {
@@ -132,9 +132,11 @@ int tg_inproc_run(tg_local_t *r) {
         }
     }
     status = tg_local_summarize(r);
+    summarized = 1;
 out:
     r->rt = NULL;
     tg_run_shutdown(&rt);
+    if (summarized) tg_local_conclude(r);       /* the instances' memory is free again */
     return status;
 }
 

@@ -89,6 +89,9 @@ void tg_local_set_error(char **slot, const char *msg, size_t len);
 char *tg_local_outdir(tg_local_t *r, int g, long j);
 /* Settle each instance's outcome and print the summary; the exit status. */
 int tg_local_summarize(tg_local_t *r);
+/* The summary's last lines: the report of the run (unless --no-trace) and
+ * where the outputs are; after tg_local_summarize. */
+void tg_local_conclude(tg_local_t *r);
 
 /* tg_super.c: every instance its own process; the exit status. */
 int tg_super_run(tg_local_t *r, const char *params, const char *start);

@@ -62,6 +62,19 @@ char *tg_local_outdir(tg_local_t *r, int g, long j) {
     return d;
 }
 
+/* The summary's last lines: the picture of the run -- timeline.html,
+ * trace.json, and a few lines here on the barriers (tg_report.h), whose
+ * trouble never changes the run's exit status -- and where the outputs
+ * are.  The in-process runner calls it after its instances are gone, so
+ * that the report's memory does not come on top of theirs. */
+void tg_local_conclude(tg_local_t *r) {
+    char rundir[4200];
+    snprintf(rundir, sizeof rundir, "%s/%s", r->outputs, r->run.run_id);
+    if (r->run.trace) tg_report_write(rundir, NULL, stdout, "  ");
+    printf("tgrun: outputs in %s\n", rundir);
+    fflush(stdout);
+}
+
 /* Settle each child's outcome and print the summary; the exit status. */
 int tg_local_summarize(tg_local_t *r) {
     int ok = 0, failed = 0, usage = 0;
@@ -110,14 +123,6 @@ int tg_local_summarize(tg_local_t *r) {
                c->outcome == TG_OUT_CRASH ? "crashed" : "failed",
                c->error ? c->error : "?");
     }
-    /* the picture of the run: timeline.html, trace.json, and a few lines
-     * here on the barriers (tg_report.h); its trouble never changes the
-     * run's exit status */
-    char rundir[4200];
-    snprintf(rundir, sizeof rundir, "%s/%s", r->outputs, r->run.run_id);
-    fflush(stdout);
-    if (r->run.trace) tg_report_write(rundir, NULL, stdout, "  ");
-    printf("tgrun: outputs in %s/%s\n", r->outputs, r->run.run_id);
     fflush(stdout);
     if (failed == 0) return 0;
     if (usage == failed) return 2;

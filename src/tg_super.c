@@ -302,6 +302,7 @@ int tg_super_run(tg_local_t *r, const char *params, const char *start) {
     uv_timer_stop(&r->deadline);
     uv_timer_stop(&r->killer);
     int status = tg_local_summarize(r);
+    tg_local_conclude(r);
     uv_close((uv_handle_t *)&r->deadline, NULL);
     uv_close((uv_handle_t *)&r->killer, NULL);
     uv_close((uv_handle_t *)&r->progress, NULL);

@@ -704,6 +704,7 @@ function M.run(dir, out_dir)
   local out = out_dir or dir
   local html, chrome = out .. "/timeline.html", out .. "/trace.json"
   local ok, err = replace(html, write_html, page_data(run, insts, bars, notes, t0, t1))
+  collectgarbage()                              -- the page's data: a run of many spans is big
   if ok then ok, err = replace(chrome, write_chrome, run, insts, t0) end
   if not ok then
     return { status = 1, error = ("cannot write %s: %s"):format(out, tostring(err)), lines = lines }
