@@ -395,7 +395,7 @@ tg_task_t *tg_wait_begin(lua_State *L, int kind, const char *name, size_t nlen, 
     if (t->cancelled)
         tg_err_raise(L, "cancelled", "%s: the task was cancelled", what);
     t->kind = kind;
-    t->span = c->inst->trace ? tg_trace_begin(c->inst->trace, kind, t->id, name, nlen) : 0;
+    if (c->inst->trace) t->span = tg_trace_begin(c->inst->rt->tracer, c->inst->trace, kind, t->id, name, nlen);
     t->token++;
     t->state = TG_TASK_WAITING;
     t->abort = NULL;
@@ -451,14 +451,14 @@ lua_State *tg_wait_target(tg_task_t *t, uint64_t token) {
  * converted: nothing here may allocate Lua memory. */
 static void trace_end(tg_task_t *t, int ok, int nvalues) {
     tg_trace_t *tr = t->ctx.inst->trace;
-    uint32_t span = t->span;
+    tg_span_t span = t->span;
     lua_State *co = t->co;
-    t->span = 0;
+    t->span.id = 0;
     if (ok) {
         int64_t v = 0;
         int has = nvalues == 1 && lua_isinteger(co, -1);
         if (has) v = (int64_t)lua_tointeger(co, -1);
-        tg_trace_end(tr, span, NULL, NULL, 0, has ? &v : NULL);
+        tg_trace_end(t->ctx.inst->rt->tracer, tr, span, NULL, NULL, 0, has ? &v : NULL);
         return;
     }
     const char *code = "error", *msg = NULL;
@@ -478,11 +478,11 @@ static void trace_end(tg_task_t *t, int ok, int nvalues) {
             lua_pop(co, 1);                     /* err key */
         }
     }
-    tg_trace_end(tr, span, code, msg, mlen, NULL);   /* copies: the strings live on co */
+    tg_trace_end(t->ctx.inst->rt->tracer, tr, span, code, msg, mlen, NULL);   /* copies: the strings live on co */
 }
 
 void tg_wait_done(tg_task_t *t, int ok, int nvalues) {
-    if (t->span) trace_end(t, ok, nvalues);
+    if (t->span.id) trace_end(t, ok, nvalues);
     if (t->timer) uv_timer_stop(t->timer);
     t->abort = NULL;
     t->ok = ok;

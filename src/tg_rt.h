@@ -77,7 +77,7 @@ struct tg_task {
     int nresume;                /* values pushed on co for the next resume */
     uint64_t token;             /* bumped by every wait; stale callbacks see a mismatch */
     int kind;                   /* tg_wait_kind_t of the current (or last) wait */
-    uint32_t span;              /* its span in the instance's trace; 0: not traced */
+    tg_span_t span;             /* its span in the instance's trace; id 0: not traced */
     const char *what;           /* what the current wait waits for (static or task-owned) */
     char whatbuf[160];
     double timeout;             /* seconds of the current wait */

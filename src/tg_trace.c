@@ -1,21 +1,30 @@
 /*
- * tg_trace.c -- see tg_trace.h.  Records are kept in memory as they come
- * (a 32-byte header and the bytes of their strings) and turned into JSON
- * lines only when they are written, so that the waits pay for a clock
- * reading and a copy, nothing more.
+ * tg_trace.c -- see tg_trace.h.
  *
- * Writing: the lines are formatted on the loop's thread and the write
- * system call is handed to libuv's thread pool (uv_queue_work), because a
- * write to a journalling file system costs tens of microseconds, which a
- * thousand instances in one process would otherwise add to every barrier
- * round.  A trace has at most one write in flight (a job); records that
- * come meanwhile wait for the next.  The worker touches only its job (and
- * the trace's path, which does not change); everything else is the loop
- * thread's.  The writes that must be on disk when they return -- the
- * outcome, the end of the instance, closing, the second Ctrl-C -- wait for
- * the job in flight (it sets an atomic flag when done) and write on the
- * calling thread.  A closed trace whose job has not been reported back yet
- * is freed by that report, and the tracer after its last trace.
+ * One buffer per process.  The records of every instance of the process go
+ * to the tracer's one buffer, in the order they come (a 48-byte header
+ * naming their trace, then the bytes of their strings), not to a buffer of
+ * each instance: with a thousand instances in a process a wait would
+ * otherwise touch two or three cache lines nobody else touched since the
+ * last round, and that -- not the instructions -- was what tracing cost.
+ * The hot path reads and writes only the tracer and the end of its buffer
+ * (and the task).  A wait that ends while its begin record is still in the
+ * buffer completes that record in place (R_SPAN: one record, one line).
+ *
+ * Writing.  The buffer goes to a job -- with a snapshot of every open
+ * trace's file state -- when it would pass its limit (TG_TRACE_FLUSH_AT per
+ * trace, 16 KB to 8 MB), when its oldest record is a second old (the
+ * quarter-second tick), and when a trace must be on disk now (outcome, end,
+ * close, the second Ctrl-C).  A job is formatted and written by a worker of
+ * libuv's thread pool (uv_queue_work): the worker sorts the records into
+ * one text per trace and writes each trace's text to its file, because a
+ * write on a journalling file system costs tens of microseconds, which the
+ * loop would otherwise spend between two waiters.  At most one job is in
+ * flight; a full buffer waits for it, a tick leaves it for later.  What
+ * must be on disk now waits for it too, then is written on the loop's
+ * thread.  The worker touches only its job and the traces' paths (which do
+ * not change); everything else is the loop thread's.  Closing a trace
+ * writes everything first, so no job ever holds a trace that is gone.
  */
 #include "tg_trace.h"
 
@@ -30,33 +39,64 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TICK_MS 250             /* the tracer looks at its traces this often ... */
-#define MAX_AGE_MS 1000         /* ... and writes the records older than this, */
-#define AGE_PER_TRACE_US 1000   /* or than this much per open trace when more */
+#define TICK_MS 250             /* the tracer looks at its buffer this often ... */
+#define MAX_AGE_MS 1000         /* ... and writes it when its oldest record is this old, */
+#define AGE_PER_TRACE_US 1000   /* or this much per open trace when more */
+#define BUF_MIN (16 * 1024)     /* the buffer's limit: TG_TRACE_FLUSH_AT per trace, within these */
+#define BUF_MAX (8 * 1024 * 1024)
 #define MAX_OPEN 4096           /* trace files kept open (a quarter of the descriptors at most) */
 
-enum { R_BEGIN = 1, R_END, R_MARK };
-enum { F_VALUE = 1 };           /* R_END: value is set */
+enum { R_BEGIN = 1, R_SPAN, R_END, R_MARK };
+enum { F_VALUE = 1 };           /* value is set */
 
 /* One record's header; its strings (a: name, code or mark; b: message)
- * follow it in the buffer, unaligned (read and written with memcpy). */
+ * follow it in the buffer, unaligned (read and written with memcpy).
+ * R_SPAN is an R_BEGIN that its end completed before it was written. */
 typedef struct rec {
     uint8_t type;
-    uint8_t kind;               /* R_BEGIN: tg_wait_kind_t; R_END: F_* */
-    uint16_t alen;
-    uint32_t blen;
+    uint8_t kind;               /* R_BEGIN, R_SPAN: tg_wait_kind_t */
+    uint8_t flags;              /* F_* */
+    uint8_t unused;
+    uint16_t alen, blen;
     uint32_t span;
     uint32_t task;
+    tg_trace_t *tr;             /* whose */
     int64_t t;                  /* ns since the tracer's base */
+    int64_t t2;                 /* R_SPAN: when it ended */
     int64_t value;
 } rec_t;
 
-/* A growing text buffer: one flush's JSON lines. */
+/* A growing text buffer: lines of JSON. */
 typedef struct text {
     char *p;
     size_t len, cap;
     int nomem;
 } text_t;
+
+/* A trace's file as one job sees it (snapshot taken on the loop thread;
+ * the results are read back there). */
+typedef struct target {
+    tg_trace_t *tr;
+    char *header;               /* the file's first line, when this job creates it; owned */
+    int fd;                     /* the trace's open file, or -1: open it here */
+    int trunc, keep, skip;      /* create it empty; keep what was opened; broken: write nothing */
+    text_t text;                /* its lines (worker) */
+    int newfd, err;             /* out: a file to keep; errno, 0 when written */
+} target_t;
+
+/* One write of the buffer. */
+typedef struct wjob {
+    uv_work_t req;
+    tg_tracer_t *tc;
+    unsigned char *recs;        /* the records; owned */
+    size_t len;
+    uint64_t dropped;           /* records lost before these (each trace gets a mark) */
+    int64_t dropped_t;
+    target_t *targets;          /* every trace open when it was taken; owned */
+    int ntargets;
+    int completed;              /* the loop thread took the results */
+    atomic_int done;            /* set last by whoever wrote */
+} wjob_t;
 
 struct tg_tracer {
     uv_loop_t *loop;
@@ -68,41 +108,26 @@ struct tg_tracer {
     int max_open, nopen;        /* trace files that may stay open, and do */
     char host[256];             /* for the traces' first lines */
     long pid;
-    int jobs;                   /* writes handed to the pool, not yet reported back */
+    unsigned char *buf;         /* the records of every trace, not yet handed to a job */
+    size_t len, cap, limit;
+    int64_t oldest;             /* when the first of them was made (ns) */
+    uint32_t gen;               /* bumped whenever the buffer goes to a job */
+    uint32_t next_span;
+    uint64_t dropped;           /* records lost to a failed allocation */
+    wjob_t *job;                /* the last job handed to the pool, until reported back */
+    int jobs;                   /* jobs not yet reported back */
     int freeing, timer_closed;  /* tg_tracer_free was called; its timer is closed */
 };
-
-/* One write of a trace's lines: done by a worker of the pool (or, for a
- * write that must be done when it returns, by the caller). */
-typedef struct wjob {
-    uv_work_t req;
-    tg_trace_t *tr;
-    const char *path;           /* the trace's (it outlives the job) */
-    text_t text;                /* the lines; owned */
-    int fd;                     /* the trace's open file, or -1: open it here */
-    int trunc, keep;            /* create it empty; keep what was opened */
-    int newfd, err;             /* out: a file to keep; errno, 0 when written */
-    int completed;              /* the loop thread took the results */
-    atomic_int done;            /* set by whoever wrote, last */
-} wjob_t;
 
 struct tg_trace {
     tg_tracer_t *tc;
     tg_trace_t *prev, *next;
     char *path;
-    char *header;               /* the file's first line, until written */
-    unsigned char *buf;
-    size_t len, cap;
-    uint32_t next_span;
-    int created;                /* the file was created (truncated) */
+    char *header;               /* the file's first line, until a job takes it */
+    int created;                /* a job has (or will have) created the file */
     int fd;                     /* kept open between writes when the tracer allows, else -1 */
-    wjob_t *job;                /* the last write handed to the pool, until reported back */
-    int jobs;                   /* its writes not yet reported back */
-    int again;                  /* the tick found a write in flight: write the rest after it */
-    int closing;                /* closed: freed when its last job is reported back */
-    int64_t oldest;             /* when the first record not yet written was made (ns) */
-    int broken;                 /* cannot be written: records are dropped */
-    uint64_t dropped;           /* records lost to a failed allocation */
+    int broken;                 /* cannot be written: its records are skipped */
+    int slot;                   /* its index in the job being taken and written (-1: none) */
 };
 
 static const char *const kind_names[TG_WAIT_NKINDS] = {
@@ -115,34 +140,41 @@ const char *tg_trace_kind_name(int kind) {
     return kind >= 0 && kind < TG_WAIT_NKINDS ? kind_names[kind] : "other";
 }
 
+/* How a flush may go: the tick's leaves the buffer for later while a job
+ * is in flight; a full buffer waits for that job and hands the buffer to
+ * the pool; NOW writes on this thread before it returns. */
+enum { FLUSH_LATER, FLUSH_FULL, FLUSH_NOW };
+static int flush(tg_tracer_t *tc, int how);
+
+static int64_t now(const tg_tracer_t *tc) {
+    return (int64_t)(uv_hrtime() - tc->mono0);
+}
+
 /* ---- the tracer --------------------------------------------------------- */
 
 static void on_tick(uv_timer_t *h);
-/* How a flush may go: the tick's leaves a trace whose write is still in
- * flight for later; a full buffer waits for that write (so the buffer
- * never grows past TG_TRACE_FLUSH_AT) and hands the next to the pool; NOW
- * writes before it returns. */
-enum { FLUSH_LATER, FLUSH_FULL, FLUSH_NOW };
-static int flush(tg_trace_t *tr, int how);
-static void settle(tg_trace_t *tr);
 
 static void arm(tg_tracer_t *tc) {
     uv_timer_start(&tc->timer, on_tick, TICK_MS, 0);
 }
 
-/* Write the traces whose oldest unwritten record is older than the age
- * limit: a busy instance's buffer fills and is written before that, so the
- * tick writes the quiet ones (an instance stuck in a wait among them), and
- * a process of many instances writes no more than about a thousand traces
- * a second this way. */
+/* Write the buffer when its oldest record is older than the age limit: a
+ * busy process fills it before that, so the tick writes what quiet
+ * instances recorded (an instance stuck in a wait among them); a process
+ * of many instances waits longer, so that it writes no more than about a
+ * thousand files a second this way. */
 static void on_tick(uv_timer_t *h) {
     tg_tracer_t *tc = h->data;
     int64_t age = (int64_t)MAX_AGE_MS * 1000000;
     if ((int64_t)tc->n * AGE_PER_TRACE_US * 1000 > age) age = (int64_t)tc->n * AGE_PER_TRACE_US * 1000;
-    int64_t limit = (int64_t)(uv_hrtime() - tc->mono0) - age;
-    for (tg_trace_t *tr = tc->head; tr; tr = tr->next)
-        if ((tr->len || !tr->created) && tr->oldest <= limit) flush(tr, FLUSH_LATER);
+    if (tc->len && tc->oldest <= now(tc) - age) flush(tc, FLUSH_LATER);
     arm(tc);
+}
+
+/* The buffer's limit for n traces. */
+static void set_limit(tg_tracer_t *tc) {
+    size_t l = tc->n * (size_t)TG_TRACE_FLUSH_AT;
+    tc->limit = l < BUF_MIN ? BUF_MIN : l > BUF_MAX ? BUF_MAX : l;
 }
 
 tg_tracer_t *tg_tracer_new(uv_loop_t *loop) {
@@ -153,15 +185,17 @@ tg_tracer_t *tg_tracer_new(uv_loop_t *loop) {
     clock_gettime(CLOCK_REALTIME, &ts);
     tc->mono0 = uv_hrtime();
     tc->wall0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    tc->next_span = 1;
+    gethostname(tc->host, sizeof tc->host - 1);
+    tc->pid = (long)getpid();
     /* Keeping a trace's file open makes a write one system call instead of
      * three; a process of many instances keeps as many open as a quarter of
      * its descriptors allows, the rest open their file for each write. */
-    gethostname(tc->host, sizeof tc->host - 1);
-    tc->pid = (long)getpid();
     struct rlimit rl;
     tc->max_open = MAX_OPEN;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < MAX_OPEN)
         tc->max_open = (int)(rl.rlim_cur / 4);
+    set_limit(tc);
     uv_timer_init(loop, &tc->timer);
     tc->timer.data = tc;
     uv_unref((uv_handle_t *)&tc->timer);
@@ -172,7 +206,10 @@ tg_tracer_t *tg_tracer_new(uv_loop_t *loop) {
 static void tracer_closed(uv_handle_t *h) {
     tg_tracer_t *tc = h->data;
     tc->timer_closed = 1;
-    if (!tc->jobs) free(tc);
+    if (!tc->jobs) {
+        free(tc->buf);
+        free(tc);
+    }
 }
 
 void tg_tracer_free(tg_tracer_t *tc) {
@@ -183,8 +220,7 @@ void tg_tracer_free(tg_tracer_t *tc) {
 }
 
 void tg_tracer_flush_all(tg_tracer_t *tc) {
-    for (tg_trace_t *tr = tc->head; tr; tr = tr->next)
-        if (tr->len) tg_trace_flush(tr);
+    if (tc) flush(tc, FLUSH_NOW);
 }
 
 /* ---- JSON text ------------------------------------------------------------ */
@@ -280,6 +316,8 @@ static void put_field(text_t *x, const char *key, const char *s) {
 
 /* ---- traces ---------------------------------------------------------------- */
 
+static void append(tg_tracer_t *tc, const rec_t *r, const char *a, const char *b, uint32_t *at);
+
 tg_trace_t *tg_trace_open(tg_tracer_t *tc, const char *path, const tg_trace_info_t *info) {
     tg_trace_t *tr = calloc(1, sizeof *tr);
     text_t h = {0};
@@ -304,43 +342,46 @@ tg_trace_t *tg_trace_open(tg_tracer_t *tc, const char *path, const tg_trace_info
     tr->header = h.p;
     tr->tc = tc;
     tr->fd = -1;
-    tr->next_span = 1;
     tr->next = tc->head;
     if (tc->head) tc->head->prev = tr;
     tc->head = tr;
     tc->n++;
+    set_limit(tc);
     tg_trace_mark(tr, "start", NULL, 0);
     return tr;
 }
 
-static void trace_free(tg_trace_t *tr) {
-    free(tr->path);
-    free(tr->header);
-    free(tr->buf);
-    free(tr);
-}
-
+/* Everything is written first (the buffer and any job may hold its
+ * records), so nothing refers to it once it is gone. */
 void tg_trace_close(tg_trace_t *tr) {
     if (!tr) return;
     tg_tracer_t *tc = tr->tc;
-    tg_trace_flush(tr);
-    settle(tr);                                 /* no worker may use the file any more */
+    flush(tc, FLUSH_NOW);
     if (tr->fd >= 0) {
         close(tr->fd);
-        tr->fd = -1;
         tc->nopen--;
     }
     if (tr->prev) tr->prev->next = tr->next;
     else tc->head = tr->next;
     if (tr->next) tr->next->prev = tr->prev;
     tc->n--;
-    if (tr->jobs) tr->closing = 1;              /* its last job's report frees it */
-    else trace_free(tr);
+    set_limit(tc);
+    free(tr->path);
+    free(tr->header);
+    free(tr);
+}
+
+int tg_trace_flush(tg_trace_t *tr) {
+    if (!tr) return 0;
+    flush(tr->tc, FLUSH_NOW);
+    return tr->broken ? -1 : 0;
 }
 
 size_t tg_trace_memory(const tg_trace_t *tr) {
     if (!tr) return 0;
-    return sizeof *tr + tr->cap + strlen(tr->path) + 1 + (tr->header ? strlen(tr->header) + 1 : 0);
+    const tg_tracer_t *tc = tr->tc;
+    return sizeof *tr + strlen(tr->path) + 1 + (tr->header ? strlen(tr->header) + 1 : 0)
+        + (tc->n ? tc->cap / tc->n : tc->cap);
 }
 
 /* Cut n to at most max bytes, not inside a UTF-8 sequence. */
@@ -351,65 +392,84 @@ static size_t cut(const char *s, size_t n, size_t max) {
     return n;
 }
 
-/* Append one record.  A buffer that would pass TG_TRACE_FLUSH_AT is written
- * out first, so it never grows past that (but for one record larger than
- * it). */
-static void append(tg_trace_t *tr, const rec_t *r, const char *a, const char *b) {
-    if (tr->broken) return;
+/* Append one record to the tracer's buffer; *at (when asked) gets where
+ * it went (offset + 1; 0 when it was dropped).  A buffer that would pass
+ * its limit goes to a job first. */
+static void append(tg_tracer_t *tc, const rec_t *r, const char *a, const char *b, uint32_t *at) {
     size_t need = sizeof *r + r->alen + r->blen;
-    if (tr->len && tr->len + need > TG_TRACE_FLUSH_AT && flush(tr, FLUSH_FULL) < 0) return;
-    if (tr->len + need > tr->cap) {
-        size_t cap = tr->cap ? tr->cap : 256;
-        while (cap < tr->len + need) cap *= 2;
-        unsigned char *p = realloc(tr->buf, cap);
+    if (at) *at = 0;
+    if (tc->len && tc->len + need > tc->limit) flush(tc, FLUSH_FULL);
+    if (tc->len + need > tc->cap) {
+        size_t cap = tc->cap ? tc->cap : 4096;
+        while (cap < tc->len + need) cap *= 2;
+        if (cap > tc->limit && tc->len + need <= tc->limit) cap = tc->limit;
+        unsigned char *p = realloc(tc->buf, cap);
         if (!p) {
-            tr->dropped++;
+            tc->dropped++;
             return;
         }
-        tr->buf = p;
-        tr->cap = cap;
+        tc->buf = p;
+        tc->cap = cap;
     }
-    if (!tr->len) tr->oldest = r->t;
-    unsigned char *o = tr->buf + tr->len;
+    if (!tc->len) tc->oldest = r->t;
+    unsigned char *o = tc->buf + tc->len;
     memcpy(o, r, sizeof *r);
-    if (r->alen) memcpy(o + sizeof *r, a, r->alen);
-    if (r->blen) memcpy(o + sizeof *r + r->alen, b, r->blen);
-    tr->len += need;
+    if (r->alen && a) memcpy(o + sizeof *r, a, r->alen);
+    if (r->blen && b) memcpy(o + sizeof *r + r->alen, b, r->blen);
+    if (at) *at = (uint32_t)tc->len + 1;
+    tc->len += need;
 }
 
-static int64_t now(const tg_trace_t *tr) {
-    return (int64_t)(uv_hrtime() - tr->tc->mono0);
-}
-
-uint32_t tg_trace_begin(tg_trace_t *tr, int kind, uint64_t task, const char *name, size_t nlen) {
-    if (!tr || tr->broken) return 0;
+tg_span_t tg_trace_begin(tg_tracer_t *tc, tg_trace_t *tr, int kind, uint64_t task, const char *name,
+                         size_t nlen) {
+    tg_span_t sp = {0, 0, 0};
+    if (!tr) return sp;                         /* tr itself stays untouched: a cold line */
     nlen = name ? cut(name, nlen, TG_TRACE_NAME_MAX) : 0;
-    rec_t r = {.type = R_BEGIN, .kind = (uint8_t)kind, .alen = (uint16_t)nlen, .span = tr->next_span++,
-               .task = (uint32_t)task, .t = now(tr)};
-    append(tr, &r, name, NULL);
-    return r.span;
+    rec_t r = {.type = R_BEGIN, .kind = (uint8_t)kind, .alen = (uint16_t)nlen, .span = tc->next_span++,
+               .task = (uint32_t)task, .tr = tr, .t = now(tc)};
+    sp.id = r.span;
+    append(tc, &r, name, NULL, &sp.at);
+    sp.gen = tc->gen;                           /* after append: it may have started a new buffer */
+    return sp;
 }
 
-void tg_trace_end(tg_trace_t *tr, uint32_t span, const char *code, const char *msg, size_t mlen,
-                  const int64_t *value) {
-    if (!tr || !span) return;
+void tg_trace_end(tg_tracer_t *tc, tg_trace_t *tr, tg_span_t span, const char *code, const char *msg,
+                  size_t mlen, const int64_t *value) {
+    if (!tr || !span.id) return;
+    int64_t t = now(tc);
+    /* the common case: ended well while its begin is still in the buffer */
+    if (!code && span.at && span.gen == tc->gen && span.at - 1 + sizeof(rec_t) <= tc->len) {
+        rec_t r;
+        unsigned char *o = tc->buf + span.at - 1;
+        memcpy(&r, o, sizeof r);
+        if (r.type == R_BEGIN && r.span == span.id) {
+            r.type = R_SPAN;
+            r.t2 = t;
+            if (value) {
+                r.flags |= F_VALUE;
+                r.value = *value;
+            }
+            memcpy(o, &r, sizeof r);
+            return;
+        }
+    }
     size_t clen = code ? cut(code, strlen(code), 64) : 0;
     mlen = msg ? cut(msg, mlen, TG_TRACE_MSG_MAX) : 0;
-    rec_t r = {.type = R_END, .kind = value ? F_VALUE : 0, .alen = (uint16_t)clen, .blen = (uint32_t)mlen,
-               .span = span, .t = now(tr), .value = value ? *value : 0};
+    rec_t r = {.type = R_END, .flags = value ? F_VALUE : 0, .alen = (uint16_t)clen, .blen = (uint16_t)mlen,
+               .span = span.id, .tr = tr, .t = t, .value = value ? *value : 0};
     if (code && !clen) {                        /* an error without a code still is one */
         code = "error";
         r.alen = 5;
     }
-    append(tr, &r, code, msg);
+    append(tc, &r, code, msg, NULL);
 }
 
 void tg_trace_mark(tg_trace_t *tr, const char *what, const char *text, size_t tlen) {
     if (!tr) return;
     size_t wlen = cut(what, strlen(what), 64);
     tlen = text ? cut(text, tlen, TG_TRACE_MSG_MAX) : 0;
-    rec_t r = {.type = R_MARK, .alen = (uint16_t)wlen, .blen = (uint32_t)tlen, .t = now(tr)};
-    append(tr, &r, what, text);
+    rec_t r = {.type = R_MARK, .alen = (uint16_t)wlen, .blen = (uint16_t)tlen, .tr = tr, .t = now(tr->tc)};
+    append(tr->tc, &r, what, text, NULL);
 }
 
 /* The JSON line of one record (see docs/api.md, "The trace"). */
@@ -419,10 +479,20 @@ static void format(text_t *x, const rec_t *r, const char *a, const char *b) {
     char *o = x->p + x->len;
     switch (r->type) {
     case R_BEGIN:
-        o = W_LIT(o, "{\"b\":");
-        o = w_int(o, r->span);
-        o = W_LIT(o, ",\"t\":");
-        o = w_int(o, r->t / 1000);
+    case R_SPAN:
+        if (r->type == R_SPAN) {
+            o = W_LIT(o, "{\"s\":");
+            o = w_int(o, r->span);
+            o = W_LIT(o, ",\"t\":");
+            o = w_int(o, r->t / 1000);
+            o = W_LIT(o, ",\"d\":");
+            o = w_int(o, r->t2 / 1000 - r->t / 1000);
+        } else {
+            o = W_LIT(o, "{\"b\":");
+            o = w_int(o, r->span);
+            o = W_LIT(o, ",\"t\":");
+            o = w_int(o, r->t / 1000);
+        }
         o = W_LIT(o, ",\"task\":");
         o = w_int(o, r->task);
         o = W_LIT(o, ",\"k\":\"");
@@ -430,13 +500,17 @@ static void format(text_t *x, const rec_t *r, const char *a, const char *b) {
         o = w_mem(o, k, strlen(k));
         o = W_LIT(o, "\",\"n\":");
         o = w_str(o, a, r->alen);
+        if (r->flags & F_VALUE) {
+            o = W_LIT(o, ",\"v\":");
+            o = w_int(o, r->value);
+        }
         break;
     case R_END:
         o = W_LIT(o, "{\"e\":");
         o = w_int(o, r->span);
         o = W_LIT(o, ",\"t\":");
         o = w_int(o, r->t / 1000);
-        if (r->kind & F_VALUE) {
+        if (r->flags & F_VALUE) {
             o = W_LIT(o, ",\"v\":");
             o = w_int(o, r->value);
         }
@@ -475,16 +549,49 @@ static int write_all(int fd, const char *p, size_t n) {
     return 0;
 }
 
-/* Write j's lines: on a worker of the pool, or on the caller's thread.
- * Touches nothing but j (and the files). */
+/* Format j's records into one text per trace and write each to its file:
+ * on a worker of the pool, or on the caller's thread.  Touches nothing but
+ * j (and the files, and the traces' paths and slots, which do not change
+ * while j is in flight). */
 static void do_write(wjob_t *j) {
-    int fd = j->fd;
-    if (fd < 0) fd = open(j->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (j->trunc ? O_TRUNC : 0), 0644);
-    j->err = fd < 0 || write_all(fd, j->text.p, j->text.len) < 0 ? errno : 0;
-    j->newfd = -1;
-    if (fd >= 0 && j->fd < 0) {
-        if (j->keep && !j->err) j->newfd = fd;
-        else if (close(fd) < 0 && !j->err) j->err = errno;
+    for (size_t off = 0; off < j->len;) {
+        rec_t r;
+        memcpy(&r, j->recs + off, sizeof r);
+        const char *a = (const char *)j->recs + off + sizeof r;
+        target_t *g = &j->targets[r.tr->slot];
+        if (!g->skip) format(&g->text, &r, a, a + r.alen);
+        off += sizeof r + r.alen + r.blen;
+    }
+    for (int i = 0; i < j->ntargets; i++) {
+        target_t *g = &j->targets[i];
+        text_t *x = &g->text;
+        g->newfd = -1;
+        g->err = 0;
+        if (g->skip || (!x->len && !g->header && !j->dropped)) continue;
+        text_t all = {0};                       /* the first line, then the records */
+        if (g->header) puts_(&all, g->header);
+        put(&all, x->p ? x->p : "", x->len);
+        if (j->dropped) {
+            puts_(&all, "{\"m\":\"dropped\",\"t\":");
+            put_int(&all, j->dropped_t / 1000);
+            puts_(&all, ",\"msg\":\"");
+            put_int(&all, (long long)j->dropped);
+            puts_(&all, " records of this process lost: out of memory\"}\n");
+        }
+        int fd = -1;
+        if (all.nomem || x->nomem) {
+            g->err = ENOMEM;
+        } else {
+            fd = g->fd;
+            if (fd < 0)
+                fd = open(g->tr->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (g->trunc ? O_TRUNC : 0), 0644);
+            g->err = fd < 0 || write_all(fd, all.p, all.len) < 0 ? errno : 0;
+        }
+        if (fd >= 0 && g->fd < 0) {
+            if (g->keep && !g->err) g->newfd = fd;
+            else if (close(fd) < 0 && !g->err) g->err = errno;
+        }
+        free(all.p);
     }
     atomic_store_explicit(&j->done, 1, memory_order_release);
 }
@@ -493,136 +600,147 @@ static void work_cb(uv_work_t *req) {
     do_write(req->data);
 }
 
-/* The loop thread takes j's results (once): the file it opened to keep, a
- * failure (the trace stops recording, said once). */
-static void complete(tg_trace_t *tr, wjob_t *j) {
+static void job_free(wjob_t *j) {
+    for (int i = 0; i < j->ntargets; i++) {
+        free(j->targets[i].header);
+        free(j->targets[i].text.p);
+    }
+    free(j->targets);
+    free(j->recs);
+    free(j);
+}
+
+/* The loop thread takes j's results (once): the files opened to keep, the
+ * failures (that trace stops recording, said once). */
+static void complete(tg_tracer_t *tc, wjob_t *j) {
     if (j->completed) return;
     j->completed = 1;
-    tg_tracer_t *tc = tr->tc;
-    if (j->newfd >= 0) tr->fd = j->newfd;
-    else if (j->keep) tc->nopen--;              /* the slot it had reserved */
-    if (!j->err) {
-        tr->created = 1;
-        return;
+    for (int i = 0; i < j->ntargets; i++) {
+        target_t *g = &j->targets[i];
+        tg_trace_t *tr = g->tr;
+        if (g->newfd >= 0) tr->fd = g->newfd;
+        else if (g->keep) tc->nopen--;          /* the slot it had reserved */
+        if (!g->err) continue;
+        if (tr->fd >= 0) {
+            close(tr->fd);
+            tr->fd = -1;
+            tc->nopen--;
+        }
+        if (!tr->broken)
+            fprintf(stderr, "tgrun: cannot write the trace %s: %s; tracing stops for this instance\n",
+                    tr->path, strerror(g->err));
+        tr->broken = 1;
     }
-    if (tr->fd >= 0) {
-        close(tr->fd);
-        tr->fd = -1;
-        tc->nopen--;
-    }
-    if (!tr->broken)
-        fprintf(stderr, "tgrun: cannot write the trace %s: %s; tracing stops for this instance\n",
-                tr->path, strerror(j->err));
-    tr->broken = 1;
-    free(tr->buf);
-    tr->buf = NULL;
-    tr->len = tr->cap = 0;
+}
+
+/* Wait until the job in flight is done (a worker is at it or soon will be)
+ * and take its results, so that what is written next comes after it. */
+static void settle(tg_tracer_t *tc) {
+    wjob_t *j = tc->job;
+    if (!j || j->completed) return;
+    while (!atomic_load_explicit(&j->done, memory_order_acquire)) sched_yield();
+    complete(tc, j);
 }
 
 static void after_cb(uv_work_t *req, int status) {
     (void)status;
     wjob_t *j = req->data;
-    tg_trace_t *tr = j->tr;
-    tg_tracer_t *tc = tr->tc;
-    complete(tr, j);
-    if (tr->job == j) tr->job = NULL;
-    free(j->text.p);
-    free(j);
+    tg_tracer_t *tc = j->tc;
+    complete(tc, j);                            /* no-op when settle() did it */
+    if (tc->job == j) tc->job = NULL;
+    job_free(j);
     tc->jobs--;
-    tr->jobs--;
-    if (tr->closing) {
-        if (!tr->jobs) trace_free(tr);
-    } else if (tr->again && !tr->job) {
-        tr->again = 0;
-        flush(tr, FLUSH_LATER);
+    if (tc->freeing && tc->timer_closed && !tc->jobs) {
+        free(tc->buf);
+        free(tc);
     }
-    if (tc->freeing && tc->timer_closed && !tc->jobs) free(tc);
 }
 
-/* Wait until the write in flight is done (a worker is at it or will be
- * soon) and take its results, so that what is written next comes after it. */
-static void settle(tg_trace_t *tr) {
-    wjob_t *j = tr->job;
-    if (!j || j->completed) return;
-    while (!atomic_load_explicit(&j->done, memory_order_acquire)) sched_yield();
-    complete(tr, j);
-}
-
-/* Format the buffered records into a job (NULL when there is nothing to
- * write, or no memory: then the records stay for the next try). */
-static wjob_t *take(tg_trace_t *tr) {
-    if (!tr->len && !tr->dropped && tr->created) return NULL;
+/* Hand the buffer to a job, with the file state of each trace that has
+ * records in it (every new trace has: its start mark) -- NULL when there
+ * is nothing to write, or no memory: then the records stay for the next
+ * try.  The tracer starts a new buffer of the same size. */
+static wjob_t *take(tg_tracer_t *tc) {
+    if (!tc->len && !tc->dropped) return NULL;
     wjob_t *j = calloc(1, sizeof *j);
-    if (!j) return NULL;
-    text_t *x = &j->text;
-    if (!tr->created) puts_(x, tr->header);
-    for (size_t off = 0; off < tr->len;) {
-        rec_t r;
-        memcpy(&r, tr->buf + off, sizeof r);
-        const char *a = (const char *)tr->buf + off + sizeof r;
-        format(x, &r, a, a + r.alen);
-        off += sizeof r + r.alen + r.blen;
-    }
-    if (tr->dropped) {
-        puts_(x, "{\"m\":\"dropped\",\"t\":");
-        put_int(x, now(tr) / 1000);
-        puts_(x, ",\"msg\":\"");
-        put_int(x, (long long)tr->dropped);
-        puts_(x, " records lost: out of memory\"}\n");
-    }
-    if (x->nomem) {
-        free(x->p);
+    unsigned char *buf = tc->cap ? malloc(tc->cap) : NULL;
+    if (!j || (tc->cap && !buf)) {
         free(j);
+        free(buf);
         return NULL;
     }
-    tg_tracer_t *tc = tr->tc;
-    j->tr = tr;
-    j->path = tr->path;
-    j->fd = tr->fd;
-    j->trunc = !tr->created;
-    if (j->fd < 0 && tc->nopen < tc->max_open) {
-        j->keep = 1;
-        tc->nopen++;                            /* reserved; complete() settles it */
+    /* which traces: one pass over the records, each trace counted once
+     * (slot -1 until this pass meets it) */
+    for (tg_trace_t *tr = tc->head; tr; tr = tr->next) tr->slot = -1;
+    int n = 0, cap = 0;
+    target_t *g = NULL;
+    for (size_t off = 0; off < tc->len;) {
+        rec_t r;
+        memcpy(&r, tc->buf + off, sizeof r);
+        off += sizeof r + r.alen + r.blen;
+        tg_trace_t *tr = r.tr;
+        if (tr->slot >= 0) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            target_t *ng = realloc(g, (size_t)cap * sizeof *g);
+            if (!ng) {
+                free(g);
+                free(j);
+                free(buf);
+                return NULL;
+            }
+            g = ng;
+        }
+        memset(&g[n], 0, sizeof g[n]);
+        tr->slot = n;
+        g[n].tr = tr;
+        g[n].fd = tr->fd;
+        g[n].skip = tr->broken;
+        g[n].trunc = !tr->created;
+        n++;
     }
+    for (int i = 0; i < n; i++) {
+        tg_trace_t *tr = g[i].tr;
+        if (!tr->created) {
+            g[i].header = tr->header;           /* the job writes the first line */
+            tr->header = NULL;
+            tr->created = 1;
+        }
+        if (tr->fd < 0 && !tr->broken && tc->nopen < tc->max_open) {
+            g[i].keep = 1;
+            tc->nopen++;                        /* reserved; complete() settles it */
+        }
+    }
+    j->tc = tc;
+    j->targets = g;
+    j->ntargets = n;
+    j->recs = tc->buf;
+    j->len = tc->len;
+    j->dropped = tc->dropped;
+    j->dropped_t = now(tc);
     j->req.data = j;
-    tr->len = 0;
-    tr->dropped = 0;
-    if (tr->header && !tr->created) {
-        free(tr->header);                       /* it is in the job's lines */
-        tr->header = NULL;
-        tr->created = 1;                        /* for the next job: append */
-    }
+    tc->buf = buf;
+    tc->len = 0;
+    tc->dropped = 0;
+    tc->gen++;                                  /* spans begun before stay in the job's records */
     return j;
 }
 
-/* Write the buffered records: handed to the pool (sync = 0; a trace with a
- * write in flight writes them after it), or done before returning. */
-static int flush(tg_trace_t *tr, int how) {
-    if (tr->job && !tr->job->completed) {
-        if (how == FLUSH_LATER && !atomic_load_explicit(&tr->job->done, memory_order_acquire)) {
-            tr->again = 1;
-            return 0;
-        }
-        settle(tr);
+/* Write the buffered records (see the enum above for how). */
+static int flush(tg_tracer_t *tc, int how) {
+    if (tc->job && !tc->job->completed) {
+        if (how == FLUSH_LATER && !atomic_load_explicit(&tc->job->done, memory_order_acquire)) return 0;
+        settle(tc);
     }
-    if (tr->broken) return -1;
-    wjob_t *j = take(tr);
+    wjob_t *j = take(tc);
     if (!j) return 0;
-    tg_tracer_t *tc = tr->tc;
     if (how != FLUSH_NOW && uv_queue_work(tc->loop, &j->req, work_cb, after_cb) == 0) {
-        tr->job = j;
-        tr->jobs++;
+        tc->job = j;
         tc->jobs++;
         return 0;
     }
     do_write(j);                                /* here and now */
-    complete(tr, j);
-    free(j->text.p);
-    free(j);
-    return tr->broken ? -1 : 0;
-}
-
-int tg_trace_flush(tg_trace_t *tr) {
-    if (!tr) return 0;
-    return flush(tr, FLUSH_NOW);
+    complete(tc, j);
+    job_free(j);
+    return 0;
 }

@@ -9,9 +9,10 @@
  * code and message.  Instances add marks (start, outcome, a task's
  * unjoined error).  Nothing else in the runtime knows tracing exists.
  *
- * Cost: a record is a fixed 32-byte header plus its strings, appended to
+ * Cost: a record is a fixed 40-byte header plus its strings, appended to
  * the instance's byte buffer in memory -- no formatting, no I/O on the
- * way.  The buffer is formatted as JSON lines and appended to the
+ * way; a wait that ends before its begin was written completes that
+ * record in place, so most waits are one record and one line.  The buffer is formatted as JSON lines and appended to the
  * instance's <outputs>/trace.jsonl when it would pass TG_TRACE_FLUSH_AT
  * bytes, when the instance records its outcome, when it ends, and from the
  * tracer's timer (every quarter second) when its oldest unwritten record
@@ -19,11 +20,11 @@
  * that a big in-process run writes no more than about a thousand files a
  * second that way).  A busy instance fills its buffer first, so the timer
  * writes only the quiet ones -- among them an instance stuck in a wait.
- * The lines are formatted on the loop's thread; the write system call
- * itself goes to libuv's thread pool (tens of microseconds on a journalling
- * file system, which a thousand instances would otherwise add to every
- * round), except for the outcome, the end and the second Ctrl-C, which are
- * on disk when tg_trace_flush returns.  The file stays open between writes
+ * The buffer is formatted and written by libuv's thread pool (a write
+ * costs tens of microseconds on a journalling file system, which a
+ * thousand instances would otherwise add to every round), except for the
+ * outcome, the end and the second Ctrl-C, which are on disk when
+ * tg_trace_flush returns.  The file stays open between writes
  * while the tracer may keep it (a quarter of the process's descriptors, at
  * most 4096 files), else it is opened for each write.  So a crash or
  * SIGKILL loses at most what was recorded in the last second or so; a wait
@@ -36,8 +37,9 @@
  *    flush timer.  tg_tracer_free comes after the last trace was closed;
  *    it closes the timer, and the tracer goes when the loop has run the
  *    timer's close and every write's report.
- *  - Threads: only the write system call runs on a worker of libuv's pool,
- *    touching only its job; everything else is the loop thread's.
+ *  - Threads: only the formatting and the write run on a worker of
+ *    libuv's pool, touching only their job; everything else is the loop
+ *    thread's.
  *  - A tg_trace_t belongs to one instance (tg_inst_t.trace), which closes
  *    it (tg_trace_close writes what is left; the struct itself goes when
  *    its last write in the pool has been reported back to the loop).
@@ -80,9 +82,9 @@ typedef enum tg_wait_kind {
     TG_WAIT_NKINDS
 } tg_wait_kind_t;
 
-#define TG_TRACE_FLUSH_AT 4096  /* bytes of records that trigger a write */
+#define TG_TRACE_FLUSH_AT 8192  /* bytes of records per trace that trigger a write */
 #define TG_TRACE_NAME_MAX 1024  /* longer names are cut */
-#define TG_TRACE_MSG_MAX 2048   /* longer messages are cut */
+#define TG_TRACE_MSG_MAX 2048   /* longer messages are cut (the record keeps 16 bits) */
 
 typedef struct tg_tracer tg_tracer_t;
 typedef struct tg_trace tg_trace_t;
@@ -113,12 +115,24 @@ void tg_trace_close(tg_trace_t *tr);
  * cannot be written (it stops recording). */
 int tg_trace_flush(tg_trace_t *tr);
 
-/* A wait of task began: returns its span id (0 if it was not recorded). */
-uint32_t tg_trace_begin(tg_trace_t *tr, int kind, uint64_t task, const char *name, size_t nlen);
-/* Span ended: well (code NULL; value, when not NULL, is its one integer
- * result), or with an error code and message (mlen bytes). */
-void tg_trace_end(tg_trace_t *tr, uint32_t span, const char *code, const char *msg, size_t mlen,
-                  const int64_t *value);
+/* A wait's span as its trace knows it: its id (0: not recorded) and where
+ * its begin record sits in the buffer (offset + 1, and the buffer's
+ * generation), so that an end that comes before the buffer is written
+ * completes that record instead of adding one. */
+typedef struct tg_span {
+    uint32_t id, at, gen;
+} tg_span_t;
+
+/* A wait of task began in trace tr of tracer tc: its span (id 0 if it was
+ * not recorded).  The tracer is passed, not looked up in tr, so that the
+ * hot path never touches tr (a line nobody else touched since the last
+ * round, with a thousand instances in the process). */
+tg_span_t tg_trace_begin(tg_tracer_t *tc, tg_trace_t *tr, int kind, uint64_t task, const char *name,
+                         size_t nlen);
+/* The span ended: well (code NULL; value, when not NULL, is its one
+ * integer result), or with an error code and message (mlen bytes). */
+void tg_trace_end(tg_tracer_t *tc, tg_trace_t *tr, tg_span_t span, const char *code, const char *msg,
+                  size_t mlen, const int64_t *value);
 /* A mark at this moment: what ("success", "failure", "crash",
  * "task_error", ...) and an optional text. */
 void tg_trace_mark(tg_trace_t *tr, const char *what, const char *text, size_t tlen);

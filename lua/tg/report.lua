@@ -124,14 +124,23 @@ local function seen(inst, t)
   if not inst.last or t > inst.last then inst.last = t end
 end
 
--- The two lines a trace is mostly made of, read without the JSON decoder
--- when they have exactly the shape tg_trace.c writes (a name without
--- escapes); anything else goes through json.decode.
+local function int(s) return s and math.tointeger(tonumber(s)) end
+
+-- The lines a trace is mostly made of, read without the JSON decoder when
+-- they have exactly the shape tg_trace.c writes (a name without escapes);
+-- anything else goes through json.decode.
 local function quick(line)
-  local b, t, task, k, name = line:match('^{"b":(%d+),"t":(%d+),"task":(%d+),"k":"([%w_]+)","n":"([^"\\]*)"}$')
+  local id, t, d, task, k, name, rest = line:match(
+    '^{"s":(%d+),"t":(%d+),"d":(%d+),"task":(%d+),"k":"([%w_]+)","n":"([^"\\]*)"(.*)}$')
+  if id then
+    local v = rest:match('^,"v":(%-?%d+)$')
+    if rest == "" or v then
+      return { s = int(id), t = int(t), d = int(d), task = int(task), k = k, n = name, v = int(v) }
+    end
+  end
+  local b, tb, taskb, kb, nameb = line:match('^{"b":(%d+),"t":(%d+),"task":(%d+),"k":"([%w_]+)","n":"([^"\\]*)"}$')
   if b then
-    return { b = math.tointeger(tonumber(b)), t = math.tointeger(tonumber(t)),
-      task = math.tointeger(tonumber(task)), k = k, n = name }
+    return { b = int(b), t = int(tb), task = int(taskb), k = kb, n = nameb }
   end
   local e, te, v = line:match('^{"e":(%d+),"t":(%d+)(.*)}$')
   if e then
@@ -171,6 +180,12 @@ local function read_trace(inst, path)
       local t = is_int(r.t) and t0 + r.t or nil
       if not t then
         bad = bad + 1
+      elseif is_int(r.s) then                  -- a whole wait on one line
+        local s = { k = tostring(r.k or "other"), n = tostring(r.n or ""), b = t, task = r.task,
+          e = t + (is_int(r.d) and math.max(r.d, 0) or 0) }
+        if is_int(r.v) then s.v = r.v end
+        inst.spans[#inst.spans + 1] = s
+        seen(inst, s.e)
       elseif is_int(r.b) then
         local s = { k = tostring(r.k or "other"), n = tostring(r.n or ""), b = t, task = r.task }
         open[r.b] = s

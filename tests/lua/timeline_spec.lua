@@ -62,10 +62,12 @@ local function expected(rundir, groups)
       local kinds = {}
       for line in h.read(("%s/%s/%d/trace.jsonl"):format(rundir, g[1], i)):gmatch("[^\n]+") do
         local r = json.decode(line)
-        if r.b then kinds[r.b] = r end
-        if r.b and (r.k == "barrier" or r.k == "signal_and_wait") then e.barrier_spans = e.barrier_spans + 1 end
-        if r.e and r.v and kinds[r.e] and kinds[r.e].k == "signal_and_wait" then
-          local state = kinds[r.e].n
+        local id = r.b or r.s
+        if id then kinds[id] = r end
+        if id and (r.k == "barrier" or r.k == "signal_and_wait") then e.barrier_spans = e.barrier_spans + 1 end
+        local ended = r.s or r.e
+        if ended and r.v and kinds[ended] and kinds[ended].k == "signal_and_wait" then
+          local state = kinds[ended].n
           if not best[state] or r.v > best[state] then best[state], e.last[state] = r.v, label end
         end
         if r.m == "failure" then e.failing = label end
