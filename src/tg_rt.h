@@ -76,14 +76,15 @@ struct tg_task {
     int ok;                     /* outcome of the last wait: 1 values, 0 error */
     int nresume;                /* values pushed on co for the next resume */
     uint64_t token;             /* bumped by every wait; stale callbacks see a mismatch */
-    int kind;                   /* tg_wait_kind_t of the current (or last) wait */
-    tg_span_t span;             /* its span in the instance's trace; id 0: not traced */
     const char *what;           /* what the current wait waits for (static or task-owned) */
     char whatbuf[160];
     double timeout;             /* seconds of the current wait */
     int by_deadline;            /* the wait had no timeout of its own */
     tg_abort_fn abort;          /* unregisters the current wait; may be NULL */
     void *abort_data;
+    /* next to the timer: the line every wait's beginning and end touch anyway */
+    int kind;                   /* tg_wait_kind_t of the current (or last) wait */
+    tg_span_t span;             /* its span in the instance's trace; id 0: not traced */
     uv_timer_t *timer;          /* deadline timer, reused across waits */
     tg_task_t *next_ready;
     tg_task_t *prev, *next;     /* the instance's list of live tasks */
@@ -106,6 +107,8 @@ typedef struct tg_warning {
 struct tg_inst {
     tg_rt_t *rt;
     lua_State *L;
+    tg_trace_t *trace;          /* what it waited for (NULL: not traced); closed by tg_inst_free.
+                                   Here, in the first cache line with rt: every wait reads it */
     tg_ctx_t ctx;               /* ctx of the main thread (task == NULL) */
     tg_task_t *tasks;           /* live tasks */
     tg_task_t *main;            /* the task that runs the case */
@@ -116,7 +119,6 @@ struct tg_inst {
     tg_inst_t *next;
     tg_warning_t *warnings, *warnings_tail;     /* queued for the log */
     void *user;                 /* owned by whoever runs the instance */
-    tg_trace_t *trace;          /* what it waited for (NULL: not traced); closed by tg_inst_free */
 };
 
 struct tg_rt {

@@ -9,43 +9,41 @@
  * code and message.  Instances add marks (start, outcome, a task's
  * unjoined error).  Nothing else in the runtime knows tracing exists.
  *
- * Cost: a record is a fixed 40-byte header plus its strings, appended to
- * the instance's byte buffer in memory -- no formatting, no I/O on the
- * way; a wait that ends before its begin was written completes that
- * record in place, so most waits are one record and one line.  The buffer is formatted as JSON lines and appended to the
- * instance's <outputs>/trace.jsonl when it would pass TG_TRACE_FLUSH_AT
- * bytes, when the instance records its outcome, when it ends, and from the
- * tracer's timer (every quarter second) when its oldest unwritten record
- * is a second old (N/1000 s when one process holds N > 1000 instances, so
- * that a big in-process run writes no more than about a thousand files a
- * second that way).  A busy instance fills its buffer first, so the timer
- * writes only the quiet ones -- among them an instance stuck in a wait.
- * The buffer is formatted and written by libuv's thread pool (a write
- * costs tens of microseconds on a journalling file system, which a
- * thousand instances would otherwise add to every round), except for the
- * outcome, the end and the second Ctrl-C, which are on disk when
- * tg_trace_flush returns.  The file stays open between writes
- * while the tracer may keep it (a quarter of the process's descriptors, at
- * most 4096 files), else it is opened for each write.  So a crash or
- * SIGKILL loses at most what was recorded in the last second or so; a wait
- * that had begun by then shows as begun and never ended.
+ * Cost: a record is a fixed 48-byte header plus its strings, appended to
+ * one buffer per process (the tracer's) -- no formatting, no I/O, no
+ * touching the instance's own memory on the way; a wait that ends before
+ * its begin was written completes that record in place, so most waits are
+ * one record and one line.  The buffer goes to a worker of libuv's thread
+ * pool, which formats it (one text per trace) and appends each text to its
+ * <outputs>/trace.jsonl, when it would pass TG_TRACE_FLUSH_AT bytes per
+ * trace (16 KB to 8 MB), and from the tracer's quarter-second timer when
+ * its oldest record is a second old (N/1000 s when the process holds N >
+ * 1000 instances).  An instance's outcome, its end, closing and the second
+ * Ctrl-C write on the calling thread and are on disk when tg_trace_flush
+ * returns.  A trace's file stays open between writes while the tracer may
+ * keep it (a quarter of the process's descriptors, at most 4096 files),
+ * else it is opened for each write.  So a crash or SIGKILL loses at most
+ * what was recorded in the last second or so; a wait that had begun by
+ * then shows as begun and never ended.
  *
  * Ownership and invariants:
  *  - A tg_tracer_t is one per runtime (process): the time base that all
  *    of its traces share (one wall-clock reading paired with the monotonic
- *    clock, so spans of instances in one process line up exactly) and the
- *    flush timer.  tg_tracer_free comes after the last trace was closed;
- *    it closes the timer, and the tracer goes when the loop has run the
- *    timer's close and every write's report.
- *  - Threads: only the formatting and the write run on a worker of
- *    libuv's pool, touching only their job; everything else is the loop
- *    thread's.
+ *    clock, so spans of instances in one process line up exactly), the
+ *    buffer, the job in flight and the flush timer.  tg_tracer_free comes
+ *    after the last trace was closed; it closes the timer, and the tracer
+ *    goes when the loop has run the timer's close and every job's report.
  *  - A tg_trace_t belongs to one instance (tg_inst_t.trace), which closes
- *    it (tg_trace_close writes what is left; the struct itself goes when
- *    its last write in the pool has been reported back to the loop).
- *  - Span ids grow from 1 per trace; 0 means "not recorded".
- *  - Failing to write is said once on stderr, then the trace stops
- *    recording; failing to allocate drops the record and counts it (the
+ *    it: tg_trace_close writes everything buffered first (its records may
+ *    be anywhere in the buffer or in a job), so no job ever refers to a
+ *    closed trace.
+ *  - Threads: only a job's formatting and writes run on a worker of the
+ *    pool, touching only the job (and the traces' paths); everything else
+ *    is the loop thread's.
+ *  - Span ids grow from 1 per process (unique in each file); 0 means "not
+ *    recorded".
+ *  - Failing to write is said once on stderr, then that trace's records
+ *    are skipped; failing to allocate drops the record and counts it (the
  *    count is written as a "dropped" mark).
  *
  * The file format is documented in docs/api.md ("The trace").
@@ -82,7 +80,7 @@ typedef enum tg_wait_kind {
     TG_WAIT_NKINDS
 } tg_wait_kind_t;
 
-#define TG_TRACE_FLUSH_AT 8192  /* bytes of records per trace that trigger a write */
+#define TG_TRACE_FLUSH_AT 8192  /* bytes of records per trace in the buffer that trigger a write */
 #define TG_TRACE_NAME_MAX 1024  /* longer names are cut */
 #define TG_TRACE_MSG_MAX 2048   /* longer messages are cut (the record keeps 16 bits) */
 
