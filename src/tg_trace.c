@@ -8,8 +8,10 @@
  * otherwise touch two or three cache lines nobody else touched since the
  * last round, and that -- not the instructions -- was what tracing cost.
  * The hot path reads and writes only the tracer and the end of its buffer
- * (and the task).  A wait that ends while its begin record is still in the
- * buffer completes that record in place (R_SPAN: one record, one line).
+ * (and the task): a wait's end is a record of its own, appended, because
+ * going back to complete the begin record costs a miss by then (a round of
+ * other instances' work has passed over it).  The worker that writes a
+ * job joins a begin and its end found in the same job into one line.
  *
  * Writing.  The buffer goes to a job -- with a snapshot of every open
  * trace's file state -- when it would pass its limit (TG_TRACE_FLUSH_AT per
@@ -46,12 +48,12 @@
 #define BUF_MAX (8 * 1024 * 1024)
 #define MAX_OPEN 4096           /* trace files kept open (a quarter of the descriptors at most) */
 
-enum { R_BEGIN = 1, R_SPAN, R_END, R_MARK };
+enum { R_BEGIN = 1, R_SPAN, R_END, R_MARK };   /* R_SPAN: only while formatting */
 enum { F_VALUE = 1 };           /* value is set */
 
 /* One record's header; its strings (a: name, code or mark; b: message)
  * follow it in the buffer, unaligned (read and written with memcpy).
- * R_SPAN is an R_BEGIN that its end completed before it was written. */
+ * R_SPAN is an R_BEGIN joined with its R_END by the worker (for format). */
 typedef struct rec {
     uint8_t type;
     uint8_t kind;               /* R_BEGIN, R_SPAN: tg_wait_kind_t */
@@ -62,7 +64,7 @@ typedef struct rec {
     uint32_t task;
     tg_trace_t *tr;             /* whose */
     int64_t t;                  /* ns since the tracer's base */
-    int64_t t2;                 /* R_SPAN: when it ended */
+    int64_t t2;                 /* R_SPAN: when it ended (set by the worker only) */
     int64_t value;
 } rec_t;
 
@@ -111,7 +113,6 @@ struct tg_tracer {
     unsigned char *buf;         /* the records of every trace, not yet handed to a job */
     size_t len, cap, limit;
     int64_t oldest;             /* when the first of them was made (ns) */
-    uint32_t gen;               /* bumped whenever the buffer goes to a job */
     uint32_t next_span;
     uint64_t dropped;           /* records lost to a failed allocation */
     wjob_t *job;                /* the last job handed to the pool, until reported back */
@@ -316,7 +317,7 @@ static void put_field(text_t *x, const char *key, const char *s) {
 
 /* ---- traces ---------------------------------------------------------------- */
 
-static void append(tg_tracer_t *tc, const rec_t *r, const char *a, const char *b, uint32_t *at);
+static void append(tg_tracer_t *tc, const rec_t *r, const char *a, const char *b);
 
 tg_trace_t *tg_trace_open(tg_tracer_t *tc, const char *path, const tg_trace_info_t *info) {
     tg_trace_t *tr = calloc(1, sizeof *tr);
@@ -392,12 +393,10 @@ static size_t cut(const char *s, size_t n, size_t max) {
     return n;
 }
 
-/* Append one record to the tracer's buffer; *at (when asked) gets where
- * it went (offset + 1; 0 when it was dropped).  A buffer that would pass
- * its limit goes to a job first. */
-static void append(tg_tracer_t *tc, const rec_t *r, const char *a, const char *b, uint32_t *at) {
+/* Append one record to the tracer's buffer (or count it dropped).  A
+ * buffer that would pass its limit goes to a job first. */
+static void append(tg_tracer_t *tc, const rec_t *r, const char *a, const char *b) {
     size_t need = sizeof *r + r->alen + r->blen;
-    if (at) *at = 0;
     if (tc->len && tc->len + need > tc->limit) flush(tc, FLUSH_FULL);
     if (tc->len + need > tc->cap) {
         size_t cap = tc->cap ? tc->cap : 4096;
@@ -416,20 +415,18 @@ static void append(tg_tracer_t *tc, const rec_t *r, const char *a, const char *b
     memcpy(o, r, sizeof *r);
     if (r->alen && a) memcpy(o + sizeof *r, a, r->alen);
     if (r->blen && b) memcpy(o + sizeof *r + r->alen, b, r->blen);
-    if (at) *at = (uint32_t)tc->len + 1;
     tc->len += need;
 }
 
 tg_span_t tg_trace_begin(tg_tracer_t *tc, tg_trace_t *tr, int kind, uint64_t task, const char *name,
                          size_t nlen) {
-    tg_span_t sp = {0, 0, 0};
+    tg_span_t sp = {0};
     if (!tr) return sp;                         /* tr itself stays untouched: a cold line */
     nlen = name ? cut(name, nlen, TG_TRACE_NAME_MAX) : 0;
     rec_t r = {.type = R_BEGIN, .kind = (uint8_t)kind, .alen = (uint16_t)nlen, .span = tc->next_span++,
                .task = (uint32_t)task, .tr = tr, .t = now(tc)};
     sp.id = r.span;
-    append(tc, &r, name, NULL, &sp.at);
-    sp.gen = tc->gen;                           /* after append: it may have started a new buffer */
+    append(tc, &r, name, NULL);
     return sp;
 }
 
@@ -437,22 +434,6 @@ void tg_trace_end(tg_tracer_t *tc, tg_trace_t *tr, tg_span_t span, const char *c
                   size_t mlen, const int64_t *value) {
     if (!tr || !span.id) return;
     int64_t t = now(tc);
-    /* the common case: ended well while its begin is still in the buffer */
-    if (!code && span.at && span.gen == tc->gen && span.at - 1 + sizeof(rec_t) <= tc->len) {
-        rec_t r;
-        unsigned char *o = tc->buf + span.at - 1;
-        memcpy(&r, o, sizeof r);
-        if (r.type == R_BEGIN && r.span == span.id) {
-            r.type = R_SPAN;
-            r.t2 = t;
-            if (value) {
-                r.flags |= F_VALUE;
-                r.value = *value;
-            }
-            memcpy(o, &r, sizeof r);
-            return;
-        }
-    }
     size_t clen = code ? cut(code, strlen(code), 64) : 0;
     mlen = msg ? cut(msg, mlen, TG_TRACE_MSG_MAX) : 0;
     rec_t r = {.type = R_END, .flags = value ? F_VALUE : 0, .alen = (uint16_t)clen, .blen = (uint16_t)mlen,
@@ -461,7 +442,7 @@ void tg_trace_end(tg_tracer_t *tc, tg_trace_t *tr, tg_span_t span, const char *c
         code = "error";
         r.alen = 5;
     }
-    append(tc, &r, code, msg, NULL);
+    append(tc, &r, code, msg);
 }
 
 void tg_trace_mark(tg_trace_t *tr, const char *what, const char *text, size_t tlen) {
@@ -469,7 +450,7 @@ void tg_trace_mark(tg_trace_t *tr, const char *what, const char *text, size_t tl
     size_t wlen = cut(what, strlen(what), 64);
     tlen = text ? cut(text, tlen, TG_TRACE_MSG_MAX) : 0;
     rec_t r = {.type = R_MARK, .alen = (uint16_t)wlen, .blen = (uint16_t)tlen, .tr = tr, .t = now(tr->tc)};
-    append(tr->tc, &r, what, text, NULL);
+    append(tr->tc, &r, what, text);
 }
 
 /* The JSON line of one record (see docs/api.md, "The trace"). */
@@ -554,14 +535,56 @@ static int write_all(int fd, const char *p, size_t n) {
  * j (and the files, and the traces' paths and slots, which do not change
  * while j is in flight). */
 static void do_write(wjob_t *j) {
+    /* Join each begin with its end in this job (one "s" line): span ids
+     * grow by one per begin, so the job's begins cover a range, and two
+     * arrays over it say where each one's begin and (good) end are. */
+    uint32_t lo = UINT32_MAX, hi = 0;
+    for (size_t off = 0; off < j->len;) {
+        rec_t r;
+        memcpy(&r, j->recs + off, sizeof r);
+        if (r.type == R_BEGIN) {
+            if (r.span < lo) lo = r.span;
+            if (r.span > hi) hi = r.span;
+        }
+        off += sizeof r + r.alen + r.blen;
+    }
+    size_t range = lo <= hi ? (size_t)(hi - lo) + 1 : 0;
+    uint32_t *beg = range ? calloc(range, sizeof *beg) : NULL;
+    uint32_t *end = range ? calloc(range, sizeof *end) : NULL;
+    if (!beg || !end) range = 0;                /* no memory: write them apart */
+    for (size_t off = 0; range && off < j->len;) {
+        rec_t r;
+        memcpy(&r, j->recs + off, sizeof r);
+        if (r.span >= lo && r.span <= hi) {
+            if (r.type == R_BEGIN) beg[r.span - lo] = (uint32_t)off + 1;
+            else if (r.type == R_END && !r.alen && beg[r.span - lo]) end[r.span - lo] = (uint32_t)off + 1;
+        }
+        off += sizeof r + r.alen + r.blen;
+    }
     for (size_t off = 0; off < j->len;) {
         rec_t r;
         memcpy(&r, j->recs + off, sizeof r);
         const char *a = (const char *)j->recs + off + sizeof r;
+        size_t next = off + sizeof r + r.alen + r.blen;
         target_t *g = &j->targets[r.tr->slot];
+        int joined = range && r.span >= lo && r.span <= hi && end[r.span - lo];
+        if (joined && r.type == R_END) {
+            off = next;                         /* written with its begin */
+            continue;
+        }
+        if (joined && r.type == R_BEGIN) {
+            rec_t e;
+            memcpy(&e, j->recs + end[r.span - lo] - 1, sizeof e);
+            r.type = R_SPAN;
+            r.t2 = e.t;
+            r.flags = e.flags;
+            r.value = e.value;
+        }
         if (!g->skip) format(&g->text, &r, a, a + r.alen);
-        off += sizeof r + r.alen + r.blen;
+        off = next;
     }
+    free(beg);
+    free(end);
     for (int i = 0; i < j->ntargets; i++) {
         target_t *g = &j->targets[i];
         text_t *x = &g->text;
@@ -722,7 +745,6 @@ static wjob_t *take(tg_tracer_t *tc) {
     tc->buf = buf;
     tc->len = 0;
     tc->dropped = 0;
-    tc->gen++;                                  /* spans begun before stay in the job's records */
     return j;
 }
 

@@ -11,9 +11,9 @@
  *
  * Cost: a record is a fixed 48-byte header plus its strings, appended to
  * one buffer per process (the tracer's) -- no formatting, no I/O, no
- * touching the instance's own memory on the way; a wait that ends before
- * its begin was written completes that record in place, so most waits are
- * one record and one line.  The buffer goes to a worker of libuv's thread
+ * touching the instance's own memory on the way; a wait is a begin record
+ * and an end record, which the writer joins into one line when both are
+ * in the same write (most waits).  The buffer goes to a worker of libuv's thread
  * pool, which formats it (one text per trace) and appends each text to its
  * <outputs>/trace.jsonl, when it would pass TG_TRACE_FLUSH_AT bytes per
  * trace (16 KB to 8 MB), and from the tracer's quarter-second timer when
@@ -113,12 +113,9 @@ void tg_trace_close(tg_trace_t *tr);
  * cannot be written (it stops recording). */
 int tg_trace_flush(tg_trace_t *tr);
 
-/* A wait's span as its trace knows it: its id (0: not recorded) and where
- * its begin record sits in the buffer (offset + 1, and the buffer's
- * generation), so that an end that comes before the buffer is written
- * completes that record instead of adding one. */
+/* A wait's span as its trace knows it: its id (0: not recorded). */
 typedef struct tg_span {
-    uint32_t id, at, gen;
+    uint32_t id;
 } tg_span_t;
 
 /* A wait of task began in trace tr of tracer tc: its span (id 0 if it was
