@@ -218,7 +218,7 @@ describe("tgrun report", function()
           ev(0, { start_event = { runenv = { plan = "pow", case = "mine" } } }),
           ev(5, { stage_start_event = { name = "setup", group = g[1] } }),
           ev(40 + i, { stage_end_event = { name = "setup", group = g[1] } }),
-          ev(50, { message_event = { message = "hashing" } }),
+          ev(50, { message_event = { message = "hashing </script><script>alert(1)</script><!-- \u{2603}" } }),
         }
         if g[1] == "clients" and i == 2 then
           lines[#lines + 1] = ev(90, { failure_event = { group = g[1], error = "no block\ngoroutine 1 [running]" } })
@@ -245,7 +245,13 @@ describe("tgrun report", function()
     assert.equal(5, stages)
     assert.matches("^no block\ngoroutine 1", failure.args.message)
     assert.equal(90000, failure.ts)
-    assert.truthy(h.read(dir .. "/timeline.html"):find('"clients[2]"', 1, true))
+    local html = h.read(dir .. "/timeline.html")
+    assert.truthy(html:find('"clients[2]"', 1, true))
+    -- a message that looks like HTML stays data: the page has its own two
+    -- </script> and no more, and no <!-- inside its data
+    assert.equal(2, select(2, html:gsub("</script>", "")))
+    assert.is_nil(html:match('<script id="tg%-data"[^>]*>[^\n]*<!%-%-'))
+    assert.truthy(html:find("\\u003c/script>", 1, true))
   end)
 
   it("draws an empty run folder as an empty page, in one line", function()

@@ -149,6 +149,31 @@ describe("timeline.html in headless Chromium", function()
     assert.is_true(#img > 20000, "a screenshot of " .. #img .. " bytes")
   end)
 
+  it("draws a run without traces (an older tgrun, Testground) and keeps HTML in its data as text", function()
+    local json = require "tg.json"
+    local dir = h.tmpdir() .. "/oldrun"
+    for i = 0, 2 do
+      local p = ("%s/g/%d"):format(dir, i)
+      os.execute("mkdir -p " .. h.shq(p))
+      local function ev(ms, e)
+        return json.encode({ ts = 1700000000000000000 + ms * 1000000, msg = "", event = e })
+      end
+      h.write(p .. "/run.out", table.concat({
+        ev(0, { start_event = { runenv = {} } }),
+        ev(10, { message_event = { message = "</script><script>alert(1)</script><!--" } }),
+        ev(20 + i, i == 1 and { failure_event = { error = "<b>boom</b>" } } or { success_event = {} }),
+      }, "\n") .. "\n")
+    end
+    local rep = h.run({ "report", dir })
+    assert.equal(0, rep.code, rep.stdout .. rep.stderr)
+    local dom = chromium("file://" .. dir .. "/timeline.html", { "--dump-dom" })
+    assert.equal(3, count(dom, '<div class="lane [%w ]*" data%-instance="'))
+    assert.equal(1, count(dom, '<div class="lane failed" data%-instance="g%[1%]"'))
+    assert.is_nil(dom:find("<script>alert(1)</script>", 1, true))
+    assert.is_nil(dom:find("<b>boom</b>", 1, true))      -- shown as text, escaped
+    assert.truthy(dom:find("&lt;b&gt;boom&lt;/b&gt;", 1, true))
+  end)
+
   it("shows the same for an in-process run", function()
     local out, id = h.tmpdir(), h.uniq("tl")
     local r = h.run({ "-n", "50", "--inproc", "-c", "one_fails", "-p", "fails=33", "--redis", REDIS,
