@@ -13,8 +13,8 @@
  * other instances' work has passed over it).  The worker that writes a
  * job joins a begin and its end found in the same job into one line.
  *
- * Writing.  The buffer goes to a job -- with a snapshot of every open
- * trace's file state -- when it would pass its limit (TG_TRACE_FLUSH_AT per
+ * Writing.  The buffer goes to a job -- with a snapshot of the file state
+ * of each trace that has records in it -- when it would pass its limit (TG_TRACE_FLUSH_AT per
  * trace, 16 KB to 8 MB), when its oldest record is a second old (the
  * quarter-second tick), and when a trace must be on disk now (outcome, end,
  * close, the second Ctrl-C).  A job is formatted and written by a worker of
@@ -24,8 +24,9 @@
  * loop would otherwise spend between two waiters.  At most one job is in
  * flight; a full buffer waits for it, a tick leaves it for later.  What
  * must be on disk now waits for it too, then is written on the loop's
- * thread.  The worker touches only its job and the traces' paths (which do
- * not change); everything else is the loop thread's.  Closing a trace
+ * thread.  The worker touches only its job and, of the traces, their paths
+ * and slots (which do not change while a job is in flight); everything
+ * else is the loop thread's.  Closing a trace
  * writes everything first, so no job ever holds a trace that is gone.
  */
 #include "tg_trace.h"
