@@ -1,4 +1,4 @@
-# Dockerfile -- the tgrun image: one tgrun binary (lua/ and scripts/ are
+# Dockerfile -- the tgrun image: one tgrun binary (lua/, scripts/ and assets/ are
 # compiled into it) on a slim Debian 12, as a non-root user.
 #
 #   docker build -t tgrun .
@@ -30,6 +30,7 @@ COPY cmake/ cmake/
 COPY src/ src/
 COPY lua/ lua/
 COPY scripts/ scripts/
+COPY assets/ assets/
 COPY tests/c/ tests/c/
 COPY tests/fuzz/ tests/fuzz/
 # TG_WERROR=OFF: another compiler's new warning must not break the image

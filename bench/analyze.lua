@@ -580,6 +580,31 @@ local function targets(med, base)
       limit = "< 5 MB", value = v and ("%s (one single-instance run: %s)"):format(fkb(v), fkb(single)) or "–",
       how = how, met = met }
   end
+  -- 9. the cost of tracing: the 1,000 in-proc round with and without it
+  do
+    local on, off = med.barrier_inproc_1000, med.barrier_inproc_1000_notrace
+    local cost, range = nil, ""
+    if on and off and on.barrier and off.barrier then
+      cost = (on.barrier.period_med / off.barrier.period_med - 1) * 100
+      -- repetition k with tracing against repetition k without (run one after the other)
+      local pairs_ = {}
+      for _, a in ipairs(on.reps) do
+        for _, b in ipairs(off.reps) do
+          if a.meta.rep == b.meta.rep and a.barrier and b.barrier then
+            pairs_[#pairs_ + 1] = (a.barrier.period_med / b.barrier.period_med - 1) * 100
+          end
+        end
+      end
+      if #pairs_ > 1 then
+        range = (("; rep by rep %+.1f %% to %+.1f %%, median %+.1f %%"):format(pct(pairs_, 0), pct(pairs_, 100),
+          pct(pairs_, 50)))
+      end
+    end
+    local how, met = verdict(cost and math.max(cost, 0), 5, true, function(x) return ("%.1f %%"):format(x) end)
+    T[#T + 1] = { key = "trace_cost", name = "cost of tracing: round median, N = 1,000 in-proc, traced vs --no-trace",
+      limit = "< 5 %", value = cost and ("%+.1f %% (%s traced, %s not%s)"):format(cost, fms(on.barrier.period_med),
+        fms(off.barrier.period_med), range) or "–", how = how, met = met }
+  end
   return T
 end
 
@@ -824,7 +849,8 @@ local function report(res, mdpath)
   P()
   local brow = {}
   local order = { "barrier_procs_10", "barrier_procs_100", "barrier_procs_1000", "barrier_inproc_100",
-    "barrier_inproc_1000", "barrier_inproc_10000", "poller_procs_100", "poller_procs_1000" }
+    "barrier_inproc_1000", "barrier_inproc_1000_notrace", "barrier_inproc_10000", "poller_procs_100",
+    "poller_procs_1000" }
   for _, label in ipairs(order) do
     local S = med[label]
     if S and S.barrier then
@@ -832,7 +858,8 @@ local function report(res, mdpath)
       local floor = S.meta.case == "barrier" and enter_p16 and S.meta.n / enter_p16 * 1e9 or nil
       local ok = S.failed == 0 and S.meta.rc == 0
       brow[#brow + 1] = {
-        (S.meta.case == "poller" and "poller (Go SDK v0.2 style)" or "tgrun barrier"),
+        (S.meta.case == "poller" and "poller (Go SDK v0.2 style)" or
+          S.meta.trace == "off" and "tgrun barrier, --no-trace" or "tgrun barrier"),
         fint(S.meta.n), MODE[S.meta.mode], tostring(S.meta.rounds),
         fms(b.period_med), fms(b.period_p99), fms(b.lat_med), fms(b.lat_p99), fms(b.first_med),
         S.startup and fms(S.startup.all) or "–",

@@ -1,10 +1,13 @@
-# embed.cmake -- turn lua/ and scripts/ into one C file, so that a single
-# tgrun binary carries the plan language and the server-side scripts.
+# embed.cmake -- turn lua/, scripts/ and assets/ into one C file, so that a
+# single tgrun binary carries the plan language, the server-side scripts and
+# the report's page.
 #
-# Invoked as: cmake -DOUT=<file.c> -DHDR=<file.h> -DLUA_DIR=<dir> -DSCRIPT_DIR=<dir> -P embed.cmake
+# Invoked as: cmake -DOUT=<file.c> -DHDR=<file.h> -DLUA_DIR=<dir> -DSCRIPT_DIR=<dir>
+#             -DASSET_DIR=<dir> -P embed.cmake
 # Each file becomes a byte array; tg_embedded_lua[] maps module names
-# ("tg.sync", "tg" for lua/tg/init.lua) and tg_embedded_scripts[] maps script
-# names ("signal" for scripts/signal.lua) to their text.  HDR gets one
+# ("tg.sync", "tg" for lua/tg/init.lua), tg_embedded_scripts[] maps script
+# names ("signal" for scripts/signal.lua) and tg_embedded_assets[] file names
+# ("timeline.html" for assets/timeline.html) to their text.  HDR gets one
 # constant per script, its index in tg_embedded_scripts[] (TG_SCRIPT_SIGNAL),
 # and TG_NSCRIPTS: C code names scripts by constant, never by a search.
 
@@ -50,7 +53,18 @@ foreach(f IN LISTS script_files)
   math(EXPR i "${i} + 1")
 endforeach()
 
+set(asset_table "")
+file(GLOB asset_files RELATIVE "${ASSET_DIR}" "${ASSET_DIR}/*")
+list(SORT asset_files)
+foreach(f IN LISTS asset_files)
+  tg_embed_array("tg_e${i}" "${ASSET_DIR}/${f}" arr)
+  string(APPEND body "${arr}")
+  string(APPEND asset_table "  {\"${f}\", \"assets/${f}\", tg_e${i}, ${arr_len}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+
 string(APPEND body "\nconst tg_embedded_t tg_embedded_lua[] = {\n${lua_table}  {0, 0, 0, 0}\n};\n")
+string(APPEND body "\nconst tg_embedded_t tg_embedded_assets[] = {\n${asset_table}  {0, 0, 0, 0}\n};\n")
 string(APPEND body "\nconst tg_embedded_t tg_embedded_scripts[] = {\n${script_table}  {0, 0, 0, 0}\n};\n")
 file(WRITE "${OUT}.tmp" "${body}")
 execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different "${OUT}.tmp" "${OUT}")

@@ -3,8 +3,8 @@
  * plan they ask for.  Everything else lives in the units it calls:
  * tg_run.c (the single instance a Testground runner starts), tg_local.c
  * (tgrun -n: processes, this process, or containers), tg_observe.c
- * (tgrun observe) and tg_docker.c (the hidden _docker-reaper subcommand,
- * the watchdog that --docker starts).
+ * (tgrun observe), tg_report.c (tgrun report RUN_DIR) and tg_docker.c (the
+ * hidden _docker-reaper subcommand, the watchdog that --docker starts).
  *
  * Exit status: 0 every instance succeeded; 1 a plan failed or crashed; 2 bad
  * usage or configuration, with one line on stderr that says what and how to
@@ -24,6 +24,7 @@
 #include "tg_local.h"
 #include "tg_observe.h"
 #include "tg_params.h"
+#include "tg_report.h"
 #include "tg_run.h"
 #include "tg_scalar.h"
 #include "tg_serve.h"
@@ -50,6 +51,7 @@ static void usage(FILE *f) {
 "                              (see tgrun serve --help)\n"
 "       tgrun -n N --docker [IMAGE] [options] PLAN.lua  each instance its own container\n"
 "       tgrun observe --redis URL --run ID [options]  follow a run that runs elsewhere\n"
+"       tgrun report [--out DIR] RUN_DIR     timeline.html and trace.json of a finished run\n"
 "\n"
 "  -n, --instances N      local run with N instances\n"
 "  -c, --case NAME        test case (default: TEST_CASE, else the plan's only case)\n"
@@ -74,6 +76,8 @@ static void usage(FILE *f) {
 "      --instance-offset O  ... and this host runs its indices O..O+K-1\n"
 "      --subnet CIDR      with -n: the data network; each instance's env.ip is its\n"
 "                         address in it (default: loopback; --docker: Docker's pick)\n"
+"      --no-trace         write no trace.jsonl (and, with -n, no timeline at the\n"
+"                         end); TG_TRACE=0 does the same\n"
 "  -q, --quiet            local run: no live progress line\n"
 "  -h, --help, --version\n", f);
 }
@@ -97,6 +101,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"run-id", required_argument, 0, 'I'},
         {"outputs", required_argument, 0, 'O'},
         {"inproc", no_argument, 0, 'P'},
+        {"no-trace", no_argument, 0, 'X'},
         {"grace", required_argument, 0, 'G'},
         {"redis-retry", required_argument, 0, 'E'},
         {"join", no_argument, 0, 'J'},
@@ -159,6 +164,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         case 'I': o->run_id = optarg; break;
         case 'O': o->outputs = optarg; break;
         case 'P': o->inproc = 1; break;
+        case 'X': o->no_trace = 1; break;
         case 'q': o->quiet = 1; break;
         case 'D':
             o->docker = 1;
@@ -234,6 +240,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "serve") == 0) return tg_serve_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "observe") == 0) return tg_observe_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], TG_DOCKER_REAPER_CMD) == 0) return tg_docker_reaper_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "report") == 0) return tg_report_main(argc - 1, argv + 1);
     int rc = parse_opts(argc, argv, &o);
     if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
     tg_kvlist_free(&o.params);

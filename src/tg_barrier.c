@@ -237,7 +237,10 @@ static int wait_for(lua_State *L, tg_barriers_t *b, int script, lua_Integer targ
                     lua_Integer instances, const char *label, int nkeys, int argc,
                     const char **argv, size_t *lens) {
     if (tg_redis_down(b->r)) return tg_err_raise(L, "closed", "%s: %s", label, tg_redis_down(b->r));
-    tg_task_t *t = tg_wait_begin(L, timeout, label);     /* may raise: nothing allocated yet */
+    /* the state's name is the key's tail (keys[0] is the state key) */
+    size_t noff = tg_key(NULL, 0, b->P, b->plen, TG_KEY_STATE, "", 0);
+    int kind = script == TG_SCRIPT_ENTER ? TG_WAIT_SIGNAL_WAIT : TG_WAIT_BARRIER;
+    tg_task_t *t = tg_wait_begin(L, kind, argv[0] + noff, lens[0] - noff, timeout, label);   /* may raise */
     blist_t *l = list_of(b, argv[0], lens[0]);
     bwaiter_t *w = l ? calloc(1, sizeof *w) : NULL;
     if (!w) {
@@ -282,7 +285,7 @@ static int l_signal(lua_State *L) {
     tg_enter_args_t e;
     if (tg_enter_args(&e, b->P, b->plen, name, nlen, -1, b->rt->ttl, member, mlen, op, olen) < 0)
         return tg_err_raise(L, "invalid", "%s: the name is too long", label);
-    return tg_call_yield_marked(L, -1, label, TG_SCRIPT_ENTER, TG_ENTER_NKEYS, TG_ENTER_ARGC, e.argv, e.lens,
+    return tg_call_yield_marked(L, TG_WAIT_ENTRY, name, nlen, -1, label, TG_SCRIPT_ENTER, TG_ENTER_NKEYS, TG_ENTER_ARGC, e.argv, e.lens,
                                 TG_ENTER_RESEND);
 }
 

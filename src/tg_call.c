@@ -35,15 +35,17 @@ static void on_reply(tg_redis_t *r, const redisReply *rep, void *data, uint64_t 
     tg_task_unref(t);
 }
 
-int tg_call_yield(lua_State *L, double timeout, const char *what, int script, int nkeys,
-                  int argc, const char **argv, const size_t *lens) {
-    return tg_call_yield_marked(L, timeout, what, script, nkeys, argc, argv, lens, -1);
+int tg_call_yield(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                  const char *what, int script, int nkeys, int argc, const char **argv,
+                  const size_t *lens) {
+    return tg_call_yield_marked(L, kind, name, nlen, timeout, what, script, nkeys, argc, argv, lens, -1);
 }
 
-int tg_call_yield_marked(lua_State *L, double timeout, const char *what, int script, int nkeys,
-                         int argc, const char **argv, const size_t *lens, int mark) {
+int tg_call_yield_marked(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                         const char *what, int script, int nkeys, int argc, const char **argv,
+                         const size_t *lens, int mark) {
     tg_redis_t *r = tg_call_redis(L, what);
-    tg_task_t *t = tg_wait_begin(L, timeout, what);
+    tg_task_t *t = tg_wait_begin(L, kind, name, nlen, timeout, what);
     tg_task_ref(t);
     int rc = script >= 0 ? tg_redis_eval_marked(r, script, on_reply, t, t->token, nkeys, argc, argv, lens, mark)
                          : tg_redis_cmd(r, on_reply, t, t->token, argc, argv, lens);
@@ -81,7 +83,7 @@ static int l_call(lua_State *L) {
     int argc = table_args(L, 1, argv, lens, 0);
     if (argc == 0) return tg_err_raise(L, "invalid", "empty Redis command");
     const char *what = lua_pushfstring(L, "Redis %s", luaL_optstring(L, 3, argv[0]));
-    return tg_call_yield(L, timeout, what, -1, 0, argc, argv, lens);
+    return tg_call_yield(L, TG_WAIT_REDIS, what + 6, strlen(what + 6), timeout, what, -1, 0, argc, argv, lens);
 }
 
 /* redis.script(name, {keys}, {args} [, timeout [, what]]) -> reply.  Yields. */
@@ -100,7 +102,7 @@ static int l_script(lua_State *L) {
     int nkeys = table_args(L, 2, argv, lens, 0);
     int argc = table_args(L, 3, argv, lens, nkeys);
     const char *what = luaL_optstring(L, 5, name);
-    return tg_call_yield(L, timeout, what, si, nkeys, argc, argv, lens);
+    return tg_call_yield(L, TG_WAIT_REDIS, what, strlen(what), timeout, what, si, nkeys, argc, argv, lens);
 }
 
 /* What a command sent without waiting remembers, to report its failure in

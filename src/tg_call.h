@@ -18,17 +18,19 @@
  * down (what names the call in the message). */
 tg_redis_t *tg_call_redis(lua_State *L, const char *what);
 
-/* Begin the running task's wait (timeout < 0: the run's deadline; what
- * names it in messages) and send argv -- a script when script >= 0, with
- * nkeys keys first.  The wait ends with the converted reply, or with "redis"
- * (an error reply), "closed", "timeout", ...  Use as
- * `return tg_call_yield(L, ...)`. */
-int tg_call_yield(lua_State *L, double timeout, const char *what, int script, int nkeys,
-                  int argc, const char **argv, const size_t *lens);
+/* Begin the running task's wait (kind and name as tg_wait_begin takes
+ * them; timeout < 0: the run's deadline; what names it in messages) and
+ * send argv -- a script when script >= 0, with nkeys keys first.  The wait
+ * ends with the converted reply, or with "redis" (an error reply),
+ * "closed", "timeout", ...  Use as `return tg_call_yield(L, ...)`. */
+int tg_call_yield(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                  const char *what, int script, int nkeys, int argc, const char **argv,
+                  const size_t *lens);
 /* The same for a script whose argv[mark] is set to "1" on a resend after a
  * dropped connection (tg_redis_eval_marked). */
-int tg_call_yield_marked(lua_State *L, double timeout, const char *what, int script, int nkeys,
-                         int argc, const char **argv, const size_t *lens, int mark);
+int tg_call_yield_marked(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                         const char *what, int script, int nkeys, int argc, const char **argv,
+                         const size_t *lens, int mark);
 
 int luaopen_tg_redis(lua_State *L);
 

@@ -369,7 +369,9 @@ static int l_ticket(lua_State *L) {
         return tg_err_raise(L, "invalid", "%s: ticket %s is in use", label, id);
     a.ticket = id;
     a.inbox = k->inbox;
-    tg_task_t *t = tg_wait_begin(L, timeout, label);     /* may raise: nothing allocated yet */
+    int kind = kk == TG_KEY_MUTEX ? TG_WAIT_LOCK : kk == TG_KEY_ELECTION ? TG_WAIT_ELECTION
+             : kk == TG_KEY_QUEUE ? TG_WAIT_QUEUE : TG_WAIT_SEMAPHORE;
+    tg_task_t *t = tg_wait_begin(L, kind, name, nlen, timeout, label);   /* may raise: nothing allocated yet */
     ticket_t *tk = calloc(1, sizeof *tk);
     acquire_t *q = malloc(sizeof *q + rlen + 1);
     if (!tk || !q || !(tk->res = malloc(rlen + 1)) || tg_map_set(&k->tickets, id, idlen, tk) < 0) {
@@ -428,7 +430,8 @@ static int l_call(lua_State *L) {
     char nums[3][24];
     int argc = tg_coord_argv(&a, res, rlen, rt->prefix, rt->plen, rt->ttl, argv, lens, nums);
     double timeout = kk == TG_KEY_SESSIONS ? 5 : -1;
-    return tg_call_yield_marked(L, timeout, label, TG_SCRIPT_COORD, 1, argc, argv, lens, RESEND_ARG);
+    return tg_call_yield_marked(L, TG_WAIT_COORD, name, nlen, timeout, label, TG_SCRIPT_COORD, 1, argc, argv, lens,
+                                RESEND_ARG);
 }
 
 static const luaL_Reg funcs[] = {

@@ -1,7 +1,8 @@
 /*
- * tg_embedded.h -- the Lua modules (lua/) and Redis scripts (scripts/) that
- * are compiled into the binary by cmake/embed.cmake.  Both tables end with
- * an entry whose name is NULL.  The data is static and never freed.
+ * tg_embedded.h -- the Lua modules (lua/), Redis scripts (scripts/) and
+ * other files (assets/: the report's page) that are compiled into the
+ * binary by cmake/embed.cmake.  Each table ends with an entry whose name is
+ * NULL.  The data is static and never freed.
  */
 #ifndef TG_EMBEDDED_H
 #define TG_EMBEDDED_H
@@ -17,5 +18,6 @@ typedef struct tg_embedded {
 
 extern const tg_embedded_t tg_embedded_lua[];
 extern const tg_embedded_t tg_embedded_scripts[];
+extern const tg_embedded_t tg_embedded_assets[];
 
 #endif

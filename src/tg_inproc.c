@@ -60,7 +60,7 @@ int tg_inproc_run(tg_local_t *r) {
     rt.on_inst_done = on_inproc_done;
     tg_rt_handle_signals(&rt);
     if (r->tty) setvbuf(stdout, NULL, _IOLBF, 0);
-    int status = 2;
+    int status = 2, summarized = 0;
 
     int crc = tg_run_connect(&rt, &r->run, r->have_redis ? &r->addr : NULL, err, sizeof err);
     if (crc < 0) {
@@ -116,9 +116,11 @@ int tg_inproc_run(tg_local_t *r) {
         }
     }
     status = tg_local_summarize(r);
+    summarized = 1;
 out:
     r->rt = NULL;
     tg_run_shutdown(&rt);
+    if (summarized) tg_local_conclude(r);       /* the instances' memory is free again */
     return status;
 }
 

@@ -67,15 +67,16 @@ static void count_active(uv_handle_t *h, void *arg) {
 }
 
 /* tg.core.stats() -> {tasks=, live_tasks=, handles=, requests=, memory=,
- * instance=}: what is alive now, for tests (every spec checks that nothing
- * is left behind).  handles counts the loop's active handles; requests the
- * Redis and sync-service requests whose reply has not come back (an open
- * sync-service subscription counts as one). */
+ * instance=, trace_memory=}: what is alive now, for tests (every spec
+ * checks that nothing is left behind).  handles counts the loop's active
+ * handles; requests the Redis and sync-service requests whose reply has
+ * not come back (an open sync-service subscription counts as one);
+ * trace_memory the bytes this instance's trace holds. */
 static int l_stats(lua_State *L) {
     tg_inst_t *inst = tg_ctx(L)->inst;
     int handles = 0;
     uv_walk(inst->rt->loop, count_active, &handles);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushinteger(L, inst->ntasks);
     lua_setfield(L, -2, "tasks");
     lua_pushinteger(L, tg_task_live());
@@ -89,6 +90,8 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "memory");
     lua_pushinteger(L, inst->index);
     lua_setfield(L, -2, "instance");
+    lua_pushinteger(L, (lua_Integer)tg_trace_memory(inst->trace));
+    lua_setfield(L, -2, "trace_memory");
     return 1;
 }
 
@@ -140,6 +143,20 @@ static int l_os_exit(lua_State *L) {
                         "(success) or by raising an error (failure), not by exiting the process", arg);
 }
 
+/* tg.core.trace_mark(what [, text]): a mark in this instance's trace
+ * ("success", "failure", "crash", "task_error"); an outcome is written to
+ * the file at once.  Nothing when the instance is not traced. */
+static int l_trace_mark(lua_State *L) {
+    tg_inst_t *inst = tg_ctx(L)->inst;
+    const char *what = luaL_checkstring(L, 1);
+    size_t tlen = 0;
+    const char *text = luaL_optlstring(L, 2, NULL, &tlen);
+    if (!inst->trace) return 0;
+    tg_trace_mark(inst->trace, what, text, tlen);
+    if (strcmp(what, "task_error") != 0) tg_trace_flush(inst->trace);
+    return 0;
+}
+
 static const luaL_Reg inst_funcs[] = {
     {"case_over", l_case_over},
     {"declared_dead", l_declared_dead},
@@ -150,6 +167,7 @@ static const luaL_Reg inst_funcs[] = {
     {"stats", l_stats},
     {"memory_limit", l_memory_limit},
     {"exe_path", l_exe_path},
+    {"trace_mark", l_trace_mark},
     {"event_describe", tg_event_l_describe},
     {NULL, NULL},
 };
@@ -265,6 +283,7 @@ void tg_inst_free(tg_inst_t *inst) {
         tg_task_unref(inst->main);
     }
     tg_space_leave(inst);
+    tg_trace_close(inst->trace);
     while (inst->warnings) {
         tg_warning_t *w = inst->warnings;
         inst->warnings = w->next;

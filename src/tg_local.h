@@ -106,6 +106,9 @@ int tg_local_summarize(tg_local_t *r);
  * the folder to name, or NULL.  The exit status (0, 1; 2 when every
  * failure was a usage error, counted in usage). */
 int tg_local_report(tg_local_t *r, const char *extra, int usage, const char *outputs);
+/* The summary's last lines: the report of the run (unless --no-trace) and
+ * where the outputs are; after tg_local_summarize. */
+void tg_local_conclude(tg_local_t *r);
 
 /* tg_super.c: every instance its own process; the exit status. */
 int tg_super_run(tg_local_t *r, const char *params, const char *start);

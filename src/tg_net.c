@@ -482,7 +482,7 @@ static int do_read(lua_State *L, conn_box_t *b, int mode, size_t n, double timeo
         if (read_push(L, c, mode, n, what)) return 1;
         return lua_error(L);
     }
-    tg_task_t *t = tg_wait_begin(L, timeout, what);
+    tg_task_t *t = tg_wait_begin(L, TG_WAIT_READ, b->peer, strlen(b->peer), timeout, what);
     c->reader = t;
     c->rtoken = t->token;
     c->rmode = mode;
@@ -551,7 +551,7 @@ static int l_net_write(lua_State *L) {
     if (len > UINT_MAX) return tg_err_raise(L, "invalid", "%s: too large for one write", what);
     if (len == 0) return 0;
     conn_t *c = b->c;
-    tg_task_t *t = tg_wait_begin(L, timeout, what);
+    tg_task_t *t = tg_wait_begin(L, TG_WAIT_WRITE, b->peer, strlen(b->peer), timeout, what);
     wreq_t *w = malloc(sizeof *w + len);
     if (!w) {
         tg_wait_fail(t, "net", "%s: out of memory", what);
@@ -712,7 +712,7 @@ static int l_net_connect(lua_State *L) {
                             "[IPv6 address] or host name, and a port 1-65535), got \"%s\"", a);
     char what[ADDR_MAX + 16];
     snprintf(what, sizeof what, "connect to %s", a);
-    tg_task_t *t = tg_wait_begin(L, timeout, what);
+    tg_task_t *t = tg_wait_begin(L, TG_WAIT_CONNECT, a, strlen(a), timeout, what);
     dial_t *d = calloc(1, sizeof *d);
     if (!d) {
         tg_wait_fail(t, "net", "%s: out of memory", what);
@@ -917,7 +917,7 @@ static int l_net_accept(lua_State *L) {
     }
     if (l->waiter)
         return tg_err_raise(L, "invalid", "%s: another task is already waiting in accept()", what);
-    tg_task_t *t = tg_wait_begin(L, timeout, what);
+    tg_task_t *t = tg_wait_begin(L, TG_WAIT_ACCEPT, b->address, strlen(b->address), timeout, what);
     l->waiter = t;
     l->token = t->token;
     tg_wait_on_abort(t, accept_abort, l);

@@ -424,7 +424,9 @@ static int l_proc_exec(lua_State *L) {
         if (left < wait) wait = left > 0 ? left : 0;
     }
 
-    tg_task_t *t = tg_wait_begin(L, wait, what);   /* cannot raise: checked above */
+    /* its name in the trace: the command line, inside the label's quotes */
+    size_t wl = strlen(what);
+    tg_task_t *t = tg_wait_begin(L, TG_WAIT_EXEC, what + 6, wl > 7 ? wl - 7 : 0, wait, what);   /* cannot raise */
     t->refs++;
     p->task = t;
     p->token = t->token;

@@ -339,6 +339,9 @@ static void finish(tg_task_t *t, int ok, int nres) {
         t->results_ref = LUA_NOREF;
     }
 
+    /* The instance's life is over: its trace reaches the disk now, before
+     * the runner reports (an in-process run's instances live on until then). */
+    if (t == inst->main && inst->trace) tg_trace_flush(inst->trace);
     if (t == inst->main && inst->rt->on_inst_done) inst->rt->on_inst_done(inst);
     unref_held(t);      /* "running"; never the last: drain() holds the queue's */
 }
@@ -439,7 +442,8 @@ static void on_deadline(uv_timer_t *h) {
     if (t && t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_TIMEOUT);
 }
 
-tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what) {
+tg_task_t *tg_wait_begin(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                         const char *what) {
     tg_ctx_t *c = tg_ctx(L);
     tg_task_t *t = c->task;
     if (!t || t->co != L)
@@ -450,6 +454,8 @@ tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what) {
         tg_err_raise(L, "cancelled", "%s: the task was cancelled", what);
     if (c->inst->dead_why && !c->inst->case_over)     /* (recording its outcome still may) */
         tg_err_raise(L, "dead", "%s: this instance was declared dead by the run: %s", what, c->inst->dead_why);
+    t->kind = kind;
+    if (c->inst->trace) t->span = tg_trace_begin(c->inst->rt->tracer, c->inst->trace, kind, t->id, name, nlen);
     t->token++;
     t->state = TG_TASK_WAITING;
     t->abort = NULL;
@@ -501,7 +507,44 @@ lua_State *tg_wait_target(tg_task_t *t, uint64_t token) {
     return t->co;
 }
 
+/* The end of t's traced wait: its one integer result (an arrival seq, a
+ * topic seq), or its error's code and message.  This runs outside any
+ * protected call, so the values on t->co are only looked at, never
+ * converted: nothing here may allocate Lua memory. */
+static void trace_end(tg_task_t *t, int ok, int nvalues) {
+    tg_trace_t *tr = t->ctx.inst->trace;
+    tg_span_t span = t->span;
+    lua_State *co = t->co;
+    t->span.id = 0;
+    if (ok) {
+        int64_t v = 0;
+        int has = nvalues == 1 && lua_isinteger(co, -1);
+        if (has) v = (int64_t)lua_tointeger(co, -1);
+        tg_trace_end(t->ctx.inst->rt->tracer, tr, span, NULL, NULL, 0, has ? &v : NULL);
+        return;
+    }
+    const char *code = "error", *msg = NULL;
+    size_t mlen = 0;
+    if (lua_type(co, -1) == LUA_TSTRING) {
+        msg = lua_tolstring(co, -1, &mlen);
+    } else if (lua_type(co, -1) == LUA_TTABLE && lua_checkstack(co, 3)) {
+        /* an error value {code, message}: walked with lua_next, because a
+         * lookup by name could have to create the key string */
+        lua_pushnil(co);                        /* err key */
+        while (lua_next(co, -2)) {              /* err key value */
+            if (lua_type(co, -2) == LUA_TSTRING && lua_type(co, -1) == LUA_TSTRING) {
+                const char *k = lua_tostring(co, -2);
+                if (strcmp(k, "code") == 0) code = lua_tostring(co, -1);
+                else if (strcmp(k, "message") == 0) msg = lua_tolstring(co, -1, &mlen);
+            }
+            lua_pop(co, 1);                     /* err key */
+        }
+    }
+    tg_trace_end(t->ctx.inst->rt->tracer, tr, span, code, msg, mlen, NULL);   /* copies: the strings live on co */
+}
+
 void tg_wait_done(tg_task_t *t, int ok, int nvalues) {
+    if (t->span.id) trace_end(t, ok, nvalues);
     if (t->timer) uv_timer_stop(t->timer);
     t->abort = NULL;
     t->ok = ok;
@@ -726,7 +769,7 @@ static int l_task_join(lua_State *L) {
             return tg_err_raise(L, "invalid", "cannot join a task of another instance");
         char what[96];
         snprintf(what, sizeof what, "join of task %s", t->name);
-        tg_task_t *j = tg_wait_begin(L, timeout, what);
+        tg_task_t *j = tg_wait_begin(L, TG_WAIT_JOIN, t->name, strlen(t->name), timeout, what);
         j->next_joiner = t->joiners;
         t->joiners = j;
         tg_task_ref(t);
@@ -791,8 +834,9 @@ static int l_sleep(lua_State *L) {
     if (lua_type(L, 1) != LUA_TNUMBER || !(s >= 0))
         return tg_err_raise(L, "invalid", "tg.sleep: seconds must be a number >= 0, got %s", tg_describe(L, 1));
     char what[64];
-    snprintf(what, sizeof what, "tg.sleep(%g)", s);
-    tg_task_t *t = tg_wait_begin(L, s, what);
+    int n = snprintf(what, sizeof what, "tg.sleep(%g)", s);
+    /* its name in the trace: the seconds, "1.5" of "tg.sleep(1.5)" */
+    tg_task_t *t = tg_wait_begin(L, TG_WAIT_SLEEP, what + 9, n > 10 ? (size_t)n - 10 : 0, s, what);
     tg_wait_on_abort(t, sleep_abort, NULL);
     return tg_wait_yield(L);
 }

@@ -23,9 +23,14 @@
  *    panic), which puts the task on the ready queue; an idle handle drains
  *    that queue and resumes each task.  The drain is also where queued
  *    warnings (tg_inst_warn) reach the instance's log.
- *  - Each task waits on at most one thing at a time.  A wait has a deadline
- *    (its own timeout, else the run's deadline) and an optional abort hook
- *    that unregisters it from whatever would have completed it.
+ *  - Each task waits on at most one thing at a time.  A wait has a kind
+ *    (tg_wait_kind_t, tg_trace.h) and a name, a deadline (its own timeout,
+ *    else the run's deadline) and an optional abort hook that unregisters
+ *    it from whatever would have completed it.
+ *  - Every wait begins in tg_wait_begin and ends in tg_wait_done (where
+ *    tg_wait_deliver, tg_wait_fail and every abort end up): those two are
+ *    where a traced instance (tg_inst_t.trace) records the wait's span, so
+ *    no primitive traces itself.
  */
 #ifndef TG_RT_H
 #define TG_RT_H
@@ -36,6 +41,7 @@
 #include <uv.h>
 
 #include "tg_pool.h"
+#include "tg_trace.h"
 
 typedef struct tg_rt tg_rt_t;
 typedef struct tg_inst tg_inst_t;
@@ -79,6 +85,9 @@ struct tg_task {
     int by_deadline;            /* the wait had no timeout of its own */
     tg_abort_fn abort;          /* unregisters the current wait; may be NULL */
     void *abort_data;
+    /* next to the timer: the line every wait's beginning and end touch anyway */
+    int kind;                   /* tg_wait_kind_t of the current (or last) wait */
+    tg_span_t span;             /* its span in the instance's trace; id 0: not traced */
     uv_timer_t *timer;          /* deadline timer, reused across waits */
     tg_task_t *next_ready;
     tg_task_t *prev, *next;     /* the instance's list of live tasks */
@@ -102,6 +111,8 @@ typedef struct tg_warning {
 struct tg_inst {
     tg_rt_t *rt;
     lua_State *L;               /* its own thread of rt->L (tg_space.h) */
+    tg_trace_t *trace;          /* what it waited for (NULL: not traced); closed by tg_inst_free.
+                                   Here, in the first cache line with rt: every wait reads it */
     int self_ref;               /* registry ref of its self table (tg_space.h) */
     uint64_t rand[4];           /* its math.random generator */
     int rand_seeded;
@@ -153,6 +164,8 @@ struct tg_rt {
     tg_ctx_t root_ctx;          /* what its main thread belongs to: no instance */
     int path_set;               /* package.path has the plan's folders */
     tg_pool_t pool;             /* the memory of that state */
+    tg_tracer_t *tracer;        /* the traces' time base and flush timer (NULL: no tracing);
+                                   made and freed by the run set-up */
 };
 
 /* ---- runtime ---------------------------------------------------------- */
@@ -213,10 +226,14 @@ void tg_task_cancel(tg_task_t *t);
 
 /* ---- waits -------------------------------------------------------------- */
 
-/* Start a wait in the running task of L.  timeout < 0 means the run's
- * deadline.  Raises a "invalid" error when L is not a task's own coroutine,
- * and "cancelled" when the task was cancelled.  what is copied. */
-tg_task_t *tg_wait_begin(lua_State *L, double timeout, const char *what);
+/* Start a wait in the running task of L: kind (tg_wait_kind_t) and name
+ * (nlen bytes: the state, topic, resource, address, program ...) say what
+ * it waits for in the instance's trace; what says it in messages
+ * ("barrier 'ready'") and is copied.  timeout < 0 means the run's
+ * deadline.  Raises a "invalid" error when L is not a task's own
+ * coroutine, and "cancelled" when the task was cancelled. */
+tg_task_t *tg_wait_begin(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                         const char *what);
 /* Install the abort hook of the current wait. */
 void tg_wait_on_abort(tg_task_t *t, tg_abort_fn fn, void *data);
 /* Re-arm the deadline of t's wait to secs from now (a deferring abort hook

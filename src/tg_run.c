@@ -154,6 +154,13 @@ int tg_run_init(tg_run_t *run, const tg_opts_t *o) {
                                               &run->sync_port, run->sync_path, sizeof run->sync_path,
                                               err, sizeof err) < 0)
         return tg_usage_error("%s", err);
+    /* tracing: on unless --no-trace or TG_TRACE says no (the variable is
+     * how a Testground composition, which passes no options, turns it off) */
+    int on = 1;
+    const char *te = getenv("TG_TRACE");
+    if (te && *te && tg_parse_bool(te, &on) < 0)
+        return tg_usage_error("TG_TRACE is not true or false (1/0, yes/no, on/off): \"%s\"", te);
+    run->trace = on && !o->no_trace;
     return 0;
 }
 
@@ -230,6 +237,15 @@ int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *i
     }
     lua_setfield(L, -2, "params");
     lua_pop(L, 1);
+    if (run->trace) {
+        tg_rt_t *rt = inst->rt;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/trace.jsonl", ic->outputs);
+        tg_trace_info_t ti = {run->run_id, run->plan, run->case_name, ic->group_id, TG_VERSION};
+        if ((!rt->tracer && !(rt->tracer = tg_tracer_new(rt->loop)))
+            || !(inst->trace = tg_trace_open(rt->tracer, path, &ti)))
+            return tg_usage_error("out of memory");
+    }
     return 0;
 }
 
@@ -485,7 +501,9 @@ int tg_run_connect_error(int rc, const char *err) {
 }
 
 void tg_run_shutdown(tg_rt_t *rt) {
-    while (rt->insts) tg_inst_free(rt->insts);
+    while (rt->insts) tg_inst_free(rt->insts);     /* each closes its trace */
+    tg_tracer_free(rt->tracer);
+    rt->tracer = NULL;
     /* what the instances left (subscriptions, sockets) is finalized now,
      * while the units it may unregister from are still there */
     if (rt->L) lua_gc(rt->L, LUA_GCCOLLECT);

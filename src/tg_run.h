@@ -57,6 +57,7 @@ typedef struct tg_opts {
     int instance_offset;        /* --instance-offset O: this host's first index */
     int offset_given;
     const char *subnet;         /* --subnet: the instances' data network */
+    int no_trace;               /* --no-trace: no trace.jsonl, no report at the end */
 } tg_opts_t;
 
 /* What every instance of the run shares. */
@@ -70,6 +71,7 @@ typedef struct tg_run {
     /* the sync service (--sync, else SYNC_SERVICE_HOST/PORT); host "" = none */
     char sync_host[256], sync_path[256], sync_url[600];
     int sync_port;
+    int trace;                  /* instances write <outputs>/trace.jsonl (not --no-trace, TG_TRACE) */
 } tg_run_t;
 
 /* One instance's place in the run (strings are borrowed). */
@@ -110,7 +112,9 @@ void tg_run_free(tg_run_t *run);
 int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted);
 /* The case's name that tg_run_load_plan picked (owned by inst's state). */
 const char *tg_run_case_of(tg_inst_t *inst);
-/* Fill inst's configuration table ("tg.config").  0 or 2 (printed). */
+/* Fill inst's configuration table ("tg.config") and, when the run is
+ * traced, open the instance's trace (<outputs>/trace.jsonl).  0 or 2
+ * (printed). */
 int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *ic);
 /* Start inst's main task: tg.instance.main(case_fn).  0 or 2. */
 int tg_run_start(tg_inst_t *inst);

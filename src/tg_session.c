@@ -396,7 +396,7 @@ static int end_session(lua_State *L, const char *op) {
     char nums[3][24], what[32];
     int argc = tg_coord_argv(&a, s->key, s->klen, rt->prefix, rt->plen, rt->ttl, argv, lens, nums);
     snprintf(what, sizeof what, "session %s", op);
-    return tg_call_yield(L, 5, what, TG_SCRIPT_COORD, 1, argc, argv, lens);
+    return tg_call_yield(L, TG_WAIT_COORD, "session", 7, 5, what, TG_SCRIPT_COORD, 1, argc, argv, lens);
 }
 
 static int l_die(lua_State *L) { return end_session(L, "die"); }

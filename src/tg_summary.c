@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tg_report.h"
+
 double tg_local_now(void) {
     return (double)uv_hrtime() / 1e9;
 }
@@ -60,6 +62,19 @@ char *tg_local_outdir(tg_local_t *r, int g, long j) {
     return d;
 }
 
+/* The summary's last lines: the picture of the run -- timeline.html,
+ * trace.json, and a few lines here on the barriers (tg_report.h), whose
+ * trouble never changes the run's exit status -- and where the outputs
+ * are.  The in-process runner calls it after its instances are gone, so
+ * that the report's memory does not come on top of theirs. */
+void tg_local_conclude(tg_local_t *r) {
+    char rundir[4200];
+    snprintf(rundir, sizeof rundir, "%s/%s", r->outputs, r->run.run_id);
+    if (r->run.trace) tg_report_write(rundir, NULL, stdout, "  ");
+    printf("tgrun: outputs in %s\n", rundir);
+    fflush(stdout);
+}
+
 /* Settle each child's outcome and print the summary; the exit status. */
 int tg_local_summarize(tg_local_t *r) {
     int usage = 0;
@@ -93,9 +108,8 @@ int tg_local_summarize(tg_local_t *r) {
     char extra[128] = "";
     if (r->n < r->total)
         snprintf(extra, sizeof extra, " (indices %d..%d of a run of %d)", r->offset, r->offset + r->n - 1, r->total);
-    char outputs[4200];
-    snprintf(outputs, sizeof outputs, "%s/%s", r->outputs, r->run.run_id);
-    return tg_local_report(r, extra, usage, outputs);
+    /* (where the outputs are is said by tg_local_conclude, after the run's report) */
+    return tg_local_report(r, extra, usage, NULL);
 }
 
 int tg_local_report(tg_local_t *r, const char *extra, int usage, const char *outputs) {

@@ -269,6 +269,7 @@ static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const c
         if (!is_ours(environ[i])) tg_strv_addf(&env, "%s", environ[i]);
     if (r->dk) {
         instance_env(r, c, params, start, "/outputs", "/tmp", r->dk->subnet, &ev);
+        if (!r->run.trace) tg_strv_addf(&ev, "TG_TRACE=0");
         rc = tg_docker_run_argv(r->dk, r->groups[c->group].name, c->index, c->label, c->outdir,
                                 &ev, timeout, r->redis_url, &argv);
     } else {
@@ -282,6 +283,7 @@ static int spawn_child(tg_local_t *r, tg_child_t *c, const char *params, const c
         tg_strv_addf(&argv, "%s", r->exe);
         tg_strv_addf(&argv, "--timeout");
         tg_strv_addf(&argv, "%s", timeout);
+        if (!r->run.trace) tg_strv_addf(&argv, "--no-trace");
         if (r->have_redis) {
             tg_strv_addf(&argv, "--redis");
             tg_strv_addf(&argv, "%s", r->redis_url);
@@ -374,6 +376,7 @@ int tg_super_run(tg_local_t *r, const char *params, const char *start) {
     uv_timer_stop(&r->deadline);
     uv_timer_stop(&r->killer);
     int status = tg_local_summarize(r);
+    tg_local_conclude(r);
     uv_close((uv_handle_t *)&r->deadline, NULL);
     uv_close((uv_handle_t *)&r->killer, NULL);
     uv_close((uv_handle_t *)&r->progress, NULL);

@@ -165,9 +165,10 @@ static void resp_seq(tg_svc_t *svc, req_t *q, const tg_syncmsg_t *m) {
 }
 
 /* Begin a wait for one answer to kind on key; returns tg_wait_yield. */
-static int simple_call(lua_State *L, tg_svc_t *svc, double timeout, const char *label, int kind,
-                       const char *key, size_t klen, const char *payload, size_t plen) {
-    tg_task_t *t = tg_wait_begin(L, timeout, label);
+static int simple_call(lua_State *L, tg_svc_t *svc, int wkind, const char *name, size_t nlen, double timeout,
+                       const char *label, int kind, const char *key, size_t klen, const char *payload,
+                       size_t plen) {
+    tg_task_t *t = tg_wait_begin(L, wkind, name, nlen, timeout, label);
     req_t *q = req_new(svc, resp_seq, t, NULL, NULL);
     if (!q) {
         tg_wait_fail(t, "nomem", "%s: out of memory", label);
@@ -202,7 +203,7 @@ static int l_signal(lua_State *L) {
     tg_svc_t *svc = of(L, label);
     if (!key_of(svc, key, sizeof key, TG_KEY_STATE, name, nlen, &klen))
         return tg_err_raise(L, "invalid", "%s: the key is too long", label);
-    return simple_call(L, svc, -1, label, TG_SM_SIGNAL_ENTRY, key, klen, NULL, 0);
+    return simple_call(L, svc, TG_WAIT_ENTRY, name, nlen, -1, label, TG_SM_SIGNAL_ENTRY, key, klen, NULL, 0);
 }
 
 /* svc.publish(topic, json_text) -> seq.  Yields. */
@@ -215,7 +216,7 @@ static int l_publish(lua_State *L) {
     tg_svc_t *svc = of(L, label);
     if (!key_of(svc, key, sizeof key, TG_KEY_TOPIC, name, nlen, &klen))
         return tg_err_raise(L, "invalid", "%s: the key is too long", label);
-    return simple_call(L, svc, -1, label, TG_SM_PUBLISH, key, klen, text, vlen);
+    return simple_call(L, svc, TG_WAIT_PUBLISH, name, nlen, -1, label, TG_SM_PUBLISH, key, klen, text, vlen);
 }
 
 /* svc.event(json_text, timeout) -> seq: publish an outcome event to the
@@ -229,7 +230,8 @@ static int l_event(lua_State *L) {
     char key[1100];
     if (!key_of(svc, key, sizeof key, TG_KEY_RUN_EVENTS, NULL, 0, &klen))
         return tg_err_raise(L, "invalid", "%s: the key is too long", label);
-    return simple_call(L, svc, timeout, label, TG_SM_PUBLISH, key, klen, text, vlen);
+    return simple_call(L, svc, TG_WAIT_PUBLISH, "run_events", 10, timeout, label, TG_SM_PUBLISH, key, klen, text,
+                       vlen);
 }
 
 /* ---- barriers -------------------------------------------------------------------- */
@@ -385,7 +387,8 @@ static int barrier_call(lua_State *L, int signal) {
     size_t klen;
     if (!key_of(svc, key, sizeof key, TG_KEY_STATE, name, nlen, &klen))
         return tg_err_raise(L, "invalid", "%s: the key is too long", label);
-    tg_task_t *t = tg_wait_begin(L, timeout, label);    /* may raise: nothing allocated yet */
+    tg_task_t *t = tg_wait_begin(L, signal ? TG_WAIT_SIGNAL_WAIT : TG_WAIT_BARRIER, name, nlen, timeout,
+                                 label);    /* may raise: nothing allocated yet */
     bwait_t *bw = calloc(1, sizeof *bw);
     if (!bw) {
         tg_wait_fail(t, "nomem", "%s: out of memory", label);
@@ -615,7 +618,7 @@ static int l_sub_next(lua_State *L) {
     tg_svc_t *svc = tp->svc;
     if (!svc->ws || !svc->open) return tg_err_raise(L, "closed", "%s: %s", what, svc->down);
     if (u->task) return tg_err_raise(L, "invalid", "%s: another task is already waiting in next()", what);
-    tg_task_t *t = tg_wait_begin(L, timeout, what);
+    tg_task_t *t = tg_wait_begin(L, TG_WAIT_TOPIC, u->name, strlen(u->name), timeout, what);
     u->task = t;
     u->token = t->token;
     tg_wait_on_abort(t, sub_abort, u);

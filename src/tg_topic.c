@@ -195,8 +195,8 @@ static int l_publish(lua_State *L) {
     size_t klen = tg_key(key, sizeof key, ts->P, ts->plen, TG_KEY_TOPIC, name, nlen);
     if (klen >= sizeof key || tg_publish_args(&a, ts->P, ts->plen, key, klen, text, vlen, ts->rt->ttl, op) < 0)
         return tg_err_raise(L, "invalid", "%s: the name is too long", label);
-    return tg_call_yield_marked(L, -1, label, TG_SCRIPT_PUBLISH, TG_PUBLISH_NKEYS, TG_PUBLISH_ARGC, a.argv,
-                                a.lens, TG_PUBLISH_RESEND);
+    return tg_call_yield_marked(L, TG_WAIT_PUBLISH, name, nlen, -1, label, TG_SCRIPT_PUBLISH, TG_PUBLISH_NKEYS,
+                                TG_PUBLISH_ARGC, a.argv, a.lens, TG_PUBLISH_RESEND);
 }
 
 /* topic.subscribe(topic) -> sub.  Does not yield: the first value comes
@@ -255,7 +255,7 @@ static int l_sub_next(lua_State *L) {
     }
     if (tg_redis_down(tp->ts->r)) return tg_err_raise(L, "closed", "%s: %s", what, tg_redis_down(tp->ts->r));
     if (u->task) return tg_err_raise(L, "invalid", "%s: another task is already waiting in next()", what);
-    tg_task_t *t = tg_wait_begin(L, timeout, what);
+    tg_task_t *t = tg_wait_begin(L, TG_WAIT_TOPIC, u->name, strlen(u->name), timeout, what);
     u->task = t;
     u->token = t->token;
     tg_wait_on_abort(t, sub_abort, u);

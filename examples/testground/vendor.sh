@@ -28,6 +28,6 @@ rm -rf "$dest"
 mkdir -p "$dest"
 # what the Dockerfile's build stage copies (CMakeLists.txt references tests/c
 # and tests/fuzz), plus the example plans; no build trees, no outputs
-(cd "$root" && tar cf - CMakeLists.txt cmake src lua scripts tests/c tests/fuzz \
+(cd "$root" && tar cf - CMakeLists.txt cmake src lua scripts assets tests/c tests/fuzz \
   $(ls examples/*.lua)) | (cd "$dest" && tar xf -)
 echo "vendor.sh: tgrun sources copied to $dest"

@@ -108,6 +108,7 @@ function M.main(case_fn)
     if core.is_error(res[1]) and res[1].code == "cancelled" then return end
     local m = message_of(res[1]) or ("error object is a " .. type(res[1]) .. " value")
     log.error("task %s failed: %s", name, m)
+    core.trace_mark("task_error", ("task %s failed: %s"):format(name, m))
   end)
 
   local start = { start_event = { runenv = {
@@ -186,6 +187,8 @@ function M.main(case_fn)
     end
   end
   events.emit(ev)
+  -- the outcome in the trace too (written at once: what follows may not end)
+  core.trace_mark(ok and "success" or ev.crash_event and "crash" or "failure", first)
   signal_event(ev, "outcome")
   events.close()
   return status, first
