@@ -193,6 +193,7 @@ int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *i
         tg_rfc3339_format(ns, buf, sizeof buf);
         cfg_str(L, "start_time", buf);
     }
+    cfg_int(L, "start_time_ns", (lua_Integer)ns);
     lua_newtable(L);
     for (size_t i = 0; i < run->params.len; i++) {
         lua_pushstring(L, run->params.items[i].value);
