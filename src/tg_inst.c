@@ -324,6 +324,13 @@ tg_inst_t *tg_inst_new(tg_rt_t *rt) {
      * coroutines inherit the hook from L */
     lua_sethook(L, tg_rt_hook, LUA_MASKCOUNT, 10000);
     tg_rt_register(L);
+    /* the base library's error and assert, kept before any plan runs: an
+     * error they raised is one the plan raised on purpose (a failure), any
+     * other comes from the VM or a library (a crash; tg_rt.c, tg.outcome) */
+    lua_getglobal(L, "error");
+    lua_setfield(L, LUA_REGISTRYINDEX, "tg.error_fn");
+    lua_getglobal(L, "assert");
+    lua_setfield(L, LUA_REGISTRYINDEX, "tg.assert_fn");
     lua_getglobal(L, "os");
     lua_pushcfunction(L, l_os_exit);
     lua_setfield(L, -2, "exit");

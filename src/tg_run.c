@@ -234,10 +234,21 @@ static void set_path(lua_State *L, const char *plan_path) {
     lua_pop(L, 1);
 }
 
+/* The message of an error raised while the plan loads: a string, a
+ * table's __tostring or its string field message / msg / error (as
+ * tg.check.message_of reads them), else what kind of value it was. */
 static int traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        if (lua_type(L, 1) == LUA_TTABLE) {
+            static const char *const fields[] = {"message", "msg", "error"};
+            for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+                lua_pushstring(L, fields[i]);
+                if (lua_rawget(L, 1) == LUA_TSTRING) return 1;
+                lua_pop(L, 1);
+            }
+        }
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     lua_pushstring(L, msg);

@@ -108,6 +108,20 @@ function Env:json(name, default)
   return r
 end
 
+-- env:record_failure(err): record a failure and go on, as sdk-go's
+-- RecordFailure: a failure_event now (stdout, run.out, run_events), and
+-- the instance's outcome is failure however the case ends.  err: a
+-- message or an error value (tg.outcome).  Does not yield.
+function Env:record_failure(err)
+  return require("tg.outcome").record_failure(err)
+end
+
+-- env:record_message(fmt, ...): a message_event, as sdk-go's
+-- RecordMessage (the same as log.info).
+function Env:record_message(fmt, ...)
+  return require("tg.log").info(fmt, ...)
+end
+
 local M = {}
 
 function M.new(cfg)

@@ -1,8 +1,8 @@
 -- tg.instance -- what every instance does around its case: pick the case,
 -- record the start, take the Testground start-up entries, run the case, and
--- record the outcome on stdout, in run.out and in the run's run_events stream.
+-- record the outcome (tg.outcome) on stdout, in run.out and in the run's
+-- run_events stream.
 local core = require "tg.core"
-local json = require "tg.json"
 
 local M = {}
 
@@ -29,43 +29,21 @@ function M.select(result, wanted)
     #names, table.concat(names, ", "))
 end
 
-local function message_of(e)
-  if type(e) == "string" then return e end
-  if core.is_error(e) then return e.message end
-  local mt = getmetatable(e)
-  if mt and mt.__tostring then return tostring(e) end
-  return nil
-end
-
--- Append the outcome to run_events, bounded: the outcome on stdout and in
--- run.out stands even when Redis is gone.  With a sync service, the event
--- is published there, as Testground's SDKs do (its daemon counts them).
-local function signal_event(ev)
-  local svc = require "tg.svc.c"
-  if svc.active() then
-    if svc.down() then
-      io.stderr:write("tgrun: could not record the outcome in run_events: ", svc.down(), "\n")
-      return
-    end
-    local ok, err = pcall(svc.event, json.encode(ev), 5)
-    if not ok then io.stderr:write("tgrun: could not record the outcome in run_events: ", tostring(err), "\n") end
-    return
-  end
-  local redis = require "tg.redis"
-  if redis.down() then return end
-  local keys = require "tg.keys"
-  local ok, err = pcall(redis.call, { "XADD", keys.run_events, "*", "p", json.encode(ev) }, 5,
-    "XADD run_events")
-  if ok then ok, err = pcall(redis.call, { "EXPIRE", keys.run_events, keys.ttl }, 5, "EXPIRE run_events") end
-  if not ok then
-    io.stderr:write("tgrun: could not record the outcome in run_events: ", tostring(err), "\n")
-  end
+-- A stage event (sdk-go's network.WaitNetworkInitialized writes them):
+-- on stdout and in run.out like every event, and in run_events, where
+-- Go's SDK signals them.
+local function stage(events, outcome, kind, name, group)
+  local ev = { [kind .. "_event"] = { name = name, group = group } }
+  events.emit(ev)
+  outcome.signal(ev, kind .. "_event")
 end
 
 -- M.main(case_fn) -> exit status, first error line.  Runs as the main task.
+-- How the outcome is decided: tg.outcome.
 function M.main(case_fn)
   local cfg = core.config()
   local events = require "tg.events"
+  local outcome = require "tg.outcome"
   local sync = require "tg.sync"
   local log = require "tg.log"
   -- env.ip: with a real data network (TEST_SUBNET not loopback: Testground,
@@ -82,13 +60,9 @@ function M.main(case_fn)
   -- a warning from the runtime (a fire-and-forget command that failed, a
   -- heartbeat that failed) goes to the log
   debug.getregistry()["tg.on_warning"] = function(text) log.warn("%s", text) end
-
-  -- an error of a task nobody joins is reported, not lost
-  debug.getregistry()["tg.on_task_error"] = function(name, res)
-    if core.is_error(res[1]) and res[1].code == "cancelled" then return end
-    local m = message_of(res[1]) or ("error object is a " .. type(res[1]) .. " value")
-    log.error("task %s failed: %s", name, m)
-  end
+  -- an error of a task nobody joins is said at once and fails the instance
+  -- unless a join takes it before the case ends
+  debug.getregistry()["tg.on_task_error"] = outcome.task_failed
 
   events.emit({ start_event = { runenv = {
     plan = cfg.plan, case = cfg.case, run = cfg.run_id, params = cfg.params,
@@ -100,27 +74,31 @@ function M.main(case_fn)
   if ip_problem then log.warn("env.ip stays %s: %s", cfg.ip, ip_problem) end
 
   local heartbeat
-  local ok, err = xpcall(function()
+  local ok, res = xpcall(function()
+    -- as sdk-go's InitContext: the network-initialized stage (its barrier
+    -- only where a sidecar sets the network up), then the start-up entries
+    stage(events, outcome, "stage_start", "network-initialized", cfg.group_id)
     if cfg.sidecar then
-      events.stage("stage_start", "network-initialized")
-      sync.barrier("network-initialized", cfg.instance_count)
-      log.info("network initialisation successful")
-      events.stage("stage_end", "network-initialized")
+      local fine, e = pcall(sync.barrier, "network-initialized", cfg.instance_count)
+      if not fine then
+        log.info("network initialisation failed")
+        error(e, 0)
+      end
     end
+    log.info("network initialisation successful")
+    stage(events, outcome, "stage_end", "network-initialized", cfg.group_id)
     env.global_seq = sync.signal_entry("initialized_global")
     env.group_seq = sync.signal_entry("initialized_group_" .. cfg.group_id)
     cfg.global_seq, cfg.group_seq = env.global_seq, env.group_seq   -- for tg.roles
     -- sessions (locks given back, peer failures told) live in Redis: none
     -- when a sync service is used without it
     if not require("tg.redis").down() then heartbeat = session.start(env.global_seq) end
-    case_fn(env)
-  end, function(e)
-    return { e = e, tb = debug.traceback(nil, 2), handled = true }
-  end)
-  -- Lua skips the handler for a memory error: err is then the error itself
-  if not ok and (type(err) ~= "table" or not err.handled) then
-    err = { e = err == "not enough memory" and core.error("nomem", "the case ran out of memory "
-      .. "(not enough memory; core.memory_limit or the machine's)") or err, tb = "" }
+    return table.pack(case_fn(env))
+  end, outcome.handler)
+  -- Lua skips the handler for a memory error: res is then the error itself
+  if not ok and (type(res) ~= "table" or not res.handled) then
+    res = { e = res == "not enough memory" and core.error("nomem", "the case ran out of memory "
+      .. "(not enough memory; core.memory_limit or the machine's)") or res, tb = "", explicit = true }
   end
   core.memory_limit(0)   -- recording the outcome must not fail for a limit the plan set
 
@@ -129,42 +107,25 @@ function M.main(case_fn)
   -- longer than the session TTL): whatever the case did, it did not succeed.
   local dead = core.declared_dead()
   if ok and dead then
-    ok, err = false, { e = core.error("dead", "this instance was declared dead by the run: " .. dead), tb = "" }
+    ok, res = false, { e = core.error("dead", "this instance was declared dead by the run: " .. dead), tb = "" }
   end
   if heartbeat then heartbeat:cancel() end
-  if ok and cfg.global_seq and not require("tg.redis").down() then
+  if ok and not outcome.failed() and not outcome.returned(res) and cfg.global_seq
+      and not require("tg.redis").down() then
     local said, alive = session.bye(cfg.global_seq)
     if said and alive == 0 then
-      ok, err = false, { e = core.error("dead", "this instance was declared dead by the run (its session "
+      ok, res = false, { e = core.error("dead", "this instance was declared dead by the run (its session "
         .. "lapsed before it ended): its peers went on without it"), tb = "" }
     end
   end
 
-  local ev, status, first
-  if ok then
-    ev = { success_event = { group = cfg.group_id } }
-    status = 0
-  else
-    local e = err.e
-    local msg = message_of(e)
-    if core.is_error(e) and e.code == "bad_param" then
-      ev = { failure_event = { group = cfg.group_id, error = msg } }
-      status, first = 2, msg
-      io.stderr:write("tgrun: ", msg, "\n")
-    elseif msg then
-      ev = { failure_event = { group = cfg.group_id, error = msg .. (err.tb ~= "" and "\n" .. err.tb or "") } }
-      status, first = 1, msg
-    else
-      msg = ("error object is a %s value"):format(type(e))
-      ev = { crash_event = { group = cfg.group_id, error = msg, stacktrace = err.tb } }
-      status, first = 1, msg
-    end
-    if cfg.global_seq and not require("tg.redis").down() then
-      session.die(cfg.global_seq, first or "failed")
-    end
+  local status, first, finals = outcome.conclude(ok, res)
+  if status ~= 0 and cfg.global_seq and not require("tg.redis").down() then
+    session.die(cfg.global_seq, first or "failed")
   end
-  events.emit(ev)
-  signal_event(ev)
+  for _, ev in ipairs(finals) do events.emit(ev) end
+  outcome.flush()                       -- failures recorded earlier go first
+  for _, ev in ipairs(finals) do outcome.signal(ev) end
   events.close()
   return status, first
 end
