@@ -122,6 +122,11 @@ function Env:record_message(fmt, ...)
   return require("tg.log").info(fmt, ...)
 end
 
+-- env:R() / env:D(): tg.metrics and tg.metrics.diagnostics (results.out
+-- and diagnostics.out), as sdk-go's runenv.R() and runenv.D().
+function Env:R() return require "tg.metrics" end
+function Env:D() return require("tg.metrics").diagnostics end
+
 local M = {}
 
 function M.new(cfg)

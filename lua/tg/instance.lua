@@ -29,13 +29,46 @@ function M.select(result, wanted)
     #names, table.concat(names, ", "))
 end
 
--- A stage event (sdk-go's network.WaitNetworkInitialized writes them):
--- on stdout and in run.out like every event, and in run_events, where
--- Go's SDK signals them.
-local function stage(events, outcome, kind, name, group)
-  local ev = { [kind .. "_event"] = { name = name, group = group } }
-  events.emit(ev)
-  outcome.signal(ev, kind .. "_event")
+-- As sdk-go's network.WaitNetworkInitialized: stage_start_event, the
+-- network-initialized barrier where a sidecar sets the network up, the
+-- message the k8s runner looks for, stage_end_event.  The stage events go
+-- on stdout and in run.out like every event, and to run_events, where
+-- Go's SDK signals them (queued: the case does not wait for that).
+local function network_initialized(cfg, events, outcome, sync, log)
+  local name, group = "network-initialized", cfg.group_id
+  local start = { stage_start_event = { name = name, group = group } }
+  local done = { stage_end_event = { name = name, group = group } }
+  local fine = { message_event = { message = "network initialisation successful" } }
+  outcome.publish_later(start)
+  if not cfg.sidecar then
+    events.emit_all({ start, fine, done })  -- nothing to wait for: one write
+  else
+    events.emit(start)
+    local ok, e = pcall(sync.barrier, name, cfg.instance_count)
+    if not ok then
+      log.info("network initialisation failed")
+      error(e, 0)
+    end
+    events.emit_all({ fine, done })
+  end
+  outcome.publish_later(done)
+end
+
+-- The case ended: the metrics' last snapshot (tg.metrics).  An instance of
+-- its own (what Testground starts) leaves results.out and diagnostics.out
+-- even when the plan wrote none, as sdk-go does; in-process instances (ten
+-- thousand folders) only when they wrote metrics.
+local function close_metrics(cfg, log)
+  local m = package.loaded["tg.metrics"]
+  if m then
+    local problem = m.close_all(not cfg.label)
+    if problem then log.warn("metrics: %s", problem) end
+  elseif not cfg.label and type(cfg.outputs_path) == "string" and cfg.outputs_path ~= "" then
+    for _, name in ipairs({ "results.out", "diagnostics.out" }) do
+      local f = io.open(cfg.outputs_path .. "/" .. name, "a")
+      if f then f:close() end
+    end
+  end
 end
 
 -- M.main(case_fn) -> exit status, first error line.  Runs as the main task.
@@ -77,16 +110,7 @@ function M.main(case_fn)
   local ok, res = xpcall(function()
     -- as sdk-go's InitContext: the network-initialized stage (its barrier
     -- only where a sidecar sets the network up), then the start-up entries
-    stage(events, outcome, "stage_start", "network-initialized", cfg.group_id)
-    if cfg.sidecar then
-      local fine, e = pcall(sync.barrier, "network-initialized", cfg.instance_count)
-      if not fine then
-        log.info("network initialisation failed")
-        error(e, 0)
-      end
-    end
-    log.info("network initialisation successful")
-    stage(events, outcome, "stage_end", "network-initialized", cfg.group_id)
+    network_initialized(cfg, events, outcome, sync, log)
     env.global_seq = sync.signal_entry("initialized_global")
     env.group_seq = sync.signal_entry("initialized_group_" .. cfg.group_id)
     cfg.global_seq, cfg.group_seq = env.global_seq, env.group_seq   -- for tg.roles
@@ -103,6 +127,7 @@ function M.main(case_fn)
   core.memory_limit(0)   -- recording the outcome must not fail for a limit the plan set
 
   core.case_over()
+  close_metrics(cfg, log)
   -- Declared dead by the run (this process was stopped or cut off for
   -- longer than the session TTL): whatever the case did, it did not succeed.
   local dead = core.declared_dead()
@@ -124,8 +149,8 @@ function M.main(case_fn)
     session.die(cfg.global_seq, first or "failed")
   end
   for _, ev in ipairs(finals) do events.emit(ev) end
-  outcome.flush()                       -- failures recorded earlier go first
-  for _, ev in ipairs(finals) do outcome.signal(ev) end
+  outcome.flush()                       -- what was recorded earlier goes first
+  outcome.signal_all(finals)
   events.close()
   return status, first
 end

@@ -96,43 +96,57 @@ end
 
 -- ---- run_events ------------------------------------------------------------
 
--- Append one event to the run's run_events, bounded (5 s): on Redis as a
--- stream entry, through a sync service as a publish to its run_events
--- topic, as Testground's SDKs do.  What stdout and run.out say stands even
--- when this cannot be done; the reason goes to stderr.  Yields.
-function M.signal(ev, what)
+-- Append events to the run's run_events, bounded (5 s each): on Redis as
+-- stream entries (then one EXPIRE: every key of a run expires), through a
+-- sync service as publishes to its run_events topic, as Testground's SDKs
+-- do.  What stdout and run.out say stands even when this cannot be done;
+-- the reason goes to stderr.  what: how the message names them.  Yields.
+function M.signal_all(evs, what)
   what = what or "the outcome"
   local function fail(why)
     io.stderr:write("tgrun: could not record ", what, " in run_events: ", tostring(why), "\n")
   end
   local svc = require "tg.svc.c"
   if svc.active() then
-    if svc.down() then return fail(svc.down()) end
-    local ok, err = pcall(svc.event, json.encode(ev), 5)
-    if not ok then fail(err) end
+    for _, ev in ipairs(evs) do
+      if svc.down() then return fail(svc.down()) end
+      local ok, err = pcall(svc.event, json.encode(ev), 5)
+      if not ok then return fail(err) end
+    end
     return
   end
   local redis = require "tg.redis"
   if redis.down() then return end
   local keys = require "tg.keys"
-  local ok, err = pcall(redis.call, { "XADD", keys.run_events, "*", "p", json.encode(ev) }, 5, "XADD run_events")
-  if ok then ok, err = pcall(redis.call, { "EXPIRE", keys.run_events, keys.ttl }, 5, "EXPIRE run_events") end
+  for _, ev in ipairs(evs) do
+    local ok, err = pcall(redis.call, { "XADD", keys.run_events, "*", "p", json.encode(ev) }, 5, "XADD run_events")
+    if not ok then return fail(err) end
+  end
+  local ok, err = pcall(redis.call, { "EXPIRE", keys.run_events, keys.ttl }, 5, "EXPIRE run_events")
   if not ok then fail(err) end
 end
 
--- Events recorded while the case runs go to run_events from a task of
--- their own, in order, so that recording never blocks (or needs) the
--- caller's task; M.flush() waits for them.
+function M.signal(ev, what)
+  return M.signal_all({ ev }, what)
+end
+
+-- Events recorded while the case runs (stage events, record_failure) go to
+-- run_events from a task of their own, in order and in batches, so that
+-- recording never blocks (or needs) the caller's task; M.flush() waits
+-- for them.
 local queue, publisher = {}, nil
 
 local function drain()
   while #queue > 0 do
-    M.signal(table.remove(queue, 1), "a recorded failure")
+    local batch = queue
+    queue = {}
+    M.signal_all(batch, #batch == 1 and next(batch[1]) or "recorded events")
   end
   publisher = nil
 end
 
-local function publish_later(ev)
+-- M.publish_later(ev): queue ev for run_events.  Does not yield.
+function M.publish_later(ev)
   queue[#queue + 1] = ev
   if not publisher then publisher = core.spawn(drain) end
 end
@@ -158,7 +172,7 @@ function M.record_failure(err)
   local ev = { failure_event = { group = group(), error = m } }
   recorded[#recorded + 1] = { kind = "failure", msg = m, ev = ev, emitted = true }
   events.emit(ev)
-  publish_later(ev)
+  M.publish_later(ev)
 end
 
 -- The stack part of a task's traceback (the message is said separately).
