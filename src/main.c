@@ -19,6 +19,7 @@
 
 #include "tg_local.h"
 #include "tg_params.h"
+#include "tg_plan.h"
 #include "tg_run.h"
 #include "tg_scalar.h"
 #include "tg_serve.h"
@@ -30,6 +31,8 @@ static void usage(FILE *f) {
 "       tgrun -n N --inproc [options] PLAN.lua  run N instances in this process\n"
 "       tgrun serve [--listen HOST:PORT] [--redis URL]  a Testground sync service\n"
 "                              (see tgrun serve --help)\n"
+"       tgrun manifest PLAN.lua     the Testground manifest.toml of the plan\n"
+"       tgrun --help-params [-c CASE] PLAN.lua  the parameters the plan declares\n"
 "\n"
 "  -n, --instances N      local run with N instances\n"
 "  -c, --case NAME        test case (default: TEST_CASE, else the plan's only case)\n"
@@ -69,6 +72,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"join", no_argument, 0, 'J'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
+        {"help-params", no_argument, 0, 'H'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
     };
@@ -124,6 +128,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         case 'P': o->inproc = 1; break;
         case 'q': o->quiet = 1; break;
         case 'h': usage(stdout); exit(0);
+        case 'H': o->help_params = 1; break;
         case 'V': printf("tgrun %s\n", TG_VERSION); exit(0);
         default:
             if (optopt) return tg_usage_error("option -%c needs a value or is unknown; see tgrun --help", optopt);
@@ -165,8 +170,10 @@ int main(int argc, char **argv) {
     /* A peer or child that goes away must give an error, not kill tgrun. */
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && strcmp(argv[1], "serve") == 0) return tg_serve_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "manifest") == 0) return tg_plan_manifest_main(argc - 1, argv + 1);
     int rc = parse_opts(argc, argv, &o);
-    if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
+    if (rc == 0 && o.help_params) rc = tg_plan_help_params(&o);
+    else if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
     tg_kvlist_free(&o.params);
     return rc;
 }

@@ -108,6 +108,13 @@ function Env:json(name, default)
   return r
 end
 
+-- env:param(name) -> the value of a parameter the plan declares, read as
+-- its declared type says (env:int, env:duration, ...); its default when
+-- not given.  An undeclared name raises "invalid".
+function Env:param(name)
+  return require("tg.params").get(self, name)
+end
+
 -- env:record_failure(err): record a failure and go on, as sdk-go's
 -- RecordFailure: a failure_event now (stdout, run.out, run_events), and
 -- the instance's outcome is failure however the case ends.  err: a

@@ -87,6 +87,8 @@ function M.main(case_fn)
     local addr, why = require("tg.network").data_address()
     if addr then cfg.ip = addr else ip_problem = why end
   end
+  -- the defaults the plan declares, as Testground passes a manifest's
+  require("tg.params").apply(cfg)
   local env = require("tg.env").new(cfg)
   local session = require "tg.session"
 
