@@ -292,6 +292,27 @@ describe("tgrun manifest and --help-params", function()
     assert.matches("solo.lua declares no parameters", r.stdout)
   end)
 
+  it("of examples/testground/plan.lua: the test cases of the manifest.toml committed beside it", function()
+    if os.execute("python3 -c 'import tomllib' 2>/dev/null") ~= true then
+      pending("python3 with tomllib (3.11+) is not installed")
+      return
+    end
+    local dir = h.tmpdir()
+    local r = h.run({ "manifest", h.src .. "/examples/testground/plan.lua" }, { TG_LUA_PATH = h.src .. "/examples" })
+    assert.equal(0, r.code, r.stderr)
+    h.write(dir .. "/generated.toml", r.stdout)
+    local py = [==[import tomllib,json,sys
+a = tomllib.load(open(sys.argv[1], "rb")); b = tomllib.load(open(sys.argv[2], "rb"))
+k = lambda t: t["name"]
+print(json.dumps([a["name"] == b["name"], sorted(a["testcases"], key=k) == sorted(b["testcases"], key=k),
+  a["defaults"] == b["defaults"]]))]==]
+    local p = io.popen(("python3 -c %s %s %s 2>&1"):format(h.shq(py), dir .. "/generated.toml",
+      h.src .. "/examples/testground/manifest.toml"))
+    local out = p:read("*a")
+    p:close()
+    assert.equal("[true, true, true]\n", out)
+  end)
+
   it("--help-params lists each case's parameters; -c one case", function()
     local r = h.run({ "--help-params", "-c", "show", PLAN }, {})
     assert.equal(0, r.code, r.stderr)
