@@ -25,6 +25,7 @@
 #include "tg_observe.h"
 #include "tg_params.h"
 #include "tg_report.h"
+#include "tg_plan.h"
 #include "tg_run.h"
 #include "tg_scalar.h"
 #include "tg_serve.h"
@@ -52,6 +53,8 @@ static void usage(FILE *f) {
 "       tgrun -n N --docker [IMAGE] [options] PLAN.lua  each instance its own container\n"
 "       tgrun observe --redis URL --run ID [options]  follow a run that runs elsewhere\n"
 "       tgrun report [--out DIR] RUN_DIR     timeline.html and trace.json of a finished run\n"
+"       tgrun manifest PLAN.lua     the Testground manifest.toml of the plan\n"
+"       tgrun --help-params [-c CASE] PLAN.lua  the parameters the plan declares\n"
 "\n"
 "  -n, --instances N      local run with N instances\n"
 "  -c, --case NAME        test case (default: TEST_CASE, else the plan's only case)\n"
@@ -111,6 +114,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
         {"instance-offset", required_argument, 0, 'o'},
         {"subnet", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},
+        {"help-params", no_argument, 0, 'H'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
     };
@@ -192,6 +196,7 @@ static int parse_opts(int argc, char **argv, tg_opts_t *o) {
             o->subnet = optarg;
             break;
         case 'h': usage(stdout); exit(0);
+        case 'H': o->help_params = 1; break;
         case 'V': printf("tgrun %s%s\n", TG_VERSION, TG_BUILD_NOTE); exit(0);
         default:
             if (optopt) return tg_usage_error("option -%c needs a value or is unknown; see tgrun --help", optopt);
@@ -241,8 +246,10 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "observe") == 0) return tg_observe_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], TG_DOCKER_REAPER_CMD) == 0) return tg_docker_reaper_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "report") == 0) return tg_report_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "manifest") == 0) return tg_plan_manifest_main(argc - 1, argv + 1);
     int rc = parse_opts(argc, argv, &o);
-    if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
+    if (rc == 0 && o.help_params) rc = tg_plan_help_params(&o);
+    else if (rc == 0) rc = o.instances ? tg_local_run(&o) : tg_run_single(&o);
     tg_kvlist_free(&o.params);
     return rc;
 }

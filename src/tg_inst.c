@@ -19,6 +19,7 @@
 #include "tg_keys.h"
 #include "tg_redis.h"
 #include "tg_rt.h"
+#include "tg_scalar.h"
 #include "tg_session.h"
 #include "tg_space.h"
 #include "tg_svc.h"
@@ -45,6 +46,14 @@ static int l_config(lua_State *L) {
  * (empty at first): where a tg module keeps what is one instance's. */
 static int l_state(lua_State *L) {
     tg_space_state(L, luaL_checkstring(L, 1));
+    return 1;
+}
+
+/* tg.core.plan() -> what the plan's top level returned for this instance
+ * (its cases and what it declares: tg.params reads it), or nil before. */
+static int l_plan(lua_State *L) {
+    tg_space_push_self(L, tg_ctx(L)->inst);
+    lua_getfield(L, -1, "plan");
     return 1;
 }
 
@@ -157,13 +166,47 @@ static int l_trace_mark(lua_State *L) {
     return 0;
 }
 
+/* tg.core.parse(kind, s) -> value | nil: the one parser of each kind of
+ * parameter value (tg_scalar.c) -- "int" (integer), "number", "bool",
+ * "duration" (integer nanoseconds), "size" (integer bytes).  nil when s is
+ * not a string or does not parse. */
+static int l_parse(lua_State *L) {
+    static const char *const kinds[] = {"int", "number", "bool", "duration", "size", NULL};
+    int kind = luaL_checkoption(L, 1, NULL, kinds);
+    const char *s = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
+    long long i;
+    double d;
+    int b;
+    int64_t v;
+    lua_pushnil(L);
+    if (!s) return 1;
+    switch (kind) {
+    case 0: if (tg_parse_int(s, &i) == 0) lua_pushinteger(L, (lua_Integer)i); break;
+    case 1: if (tg_parse_number(s, &d) == 0) lua_pushnumber(L, d); break;
+    case 2: if (tg_parse_bool(s, &b) == 0) lua_pushboolean(L, b); break;
+    case 3: if (tg_parse_duration(s, &v) == 0) lua_pushinteger(L, (lua_Integer)v); break;
+    default: if (tg_parse_size(s, &v) == 0) lua_pushinteger(L, (lua_Integer)v); break;
+    }
+    return 1;
+}
+
+/* tg.core.format_duration(ns) -> "1m30s": Go's Duration.String() form. */
+static int l_format_duration(lua_State *L) {
+    char buf[48];
+    lua_pushstring(L, tg_format_duration((int64_t)luaL_checkinteger(L, 1), buf, sizeof buf));
+    return 1;
+}
+
 static const luaL_Reg inst_funcs[] = {
+    {"parse", l_parse},
+    {"format_duration", l_format_duration},
     {"case_over", l_case_over},
     {"declared_dead", l_declared_dead},
     {"time_ns", l_time_ns},
     {"config", l_config},
     {"state", l_state},
     {"on", l_on},
+    {"plan", l_plan},
     {"stats", l_stats},
     {"memory_limit", l_memory_limit},
     {"exe_path", l_exe_path},

@@ -41,9 +41,9 @@
 
 /* ---- tgrun -n N ---------------------------------------------------------- */
 
-/* Load the plan once in this process, so that a plan that does not compile
- * or an unknown case is one line before anything starts; the case it picks
- * names the run's keys.  0 or 2. */
+/* Load the plan once in this process, so that a plan that does not compile,
+ * an unknown case or a parameter the plan declares otherwise is one line
+ * before anything starts; the case it picks names the run's keys.  0 or 2. */
 static int load_check(tg_local_t *r) {
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -53,6 +53,7 @@ static int load_check(tg_local_t *r) {
     tg_inst_t *inst = tg_inst_new(&rt);
     int rc = inst ? tg_run_load_plan(inst, r->o->plan_path, r->o->case_name) : tg_usage_error("out of memory");
     if (rc == 0) tg_run_set_case(&r->run, tg_run_case_of(inst));
+    if (rc == 0) rc = tg_run_check_params(inst, &r->run.params, r->run.case_name, r->n, 1);
     tg_run_shutdown(&rt);
     return rc;
 }

@@ -260,8 +260,51 @@ static int push_results(lua_State *L, tg_task_t *t, int *ok) {
     return n;
 }
 
+/* A joiner takes task t's error (join raises it next): the error is the
+ * joiner's now, not the instance's (results.claimed), and the joiner's
+ * error handler can tell how it began (registry "tg.reraised": the results,
+ * with the error at [1] and explicit/traceback; see tg.outcome). */
+static void claim_error(lua_State *L, tg_task_t *t) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "claimed");
+    lua_setfield(L, LUA_REGISTRYINDEX, "tg.reraised");
+}
+
 static int push_joined(lua_State *L, void *ud) {
-    return push_results(L, ud, NULL);
+    int ok;
+    int n = push_results(L, ud, &ok);
+    if (!ok) claim_error(L, ud);
+    return n;
+}
+
+/* Did the function running at the top of the dead coroutine co raise its
+ * error (at the top of L) itself through the base library's error() or
+ * assert()?  1 yes, 0 the VM or a library function did (or it cannot be
+ * told).  An error a join passed on from another task keeps that task's
+ * answer.  Leaves L as it was. */
+static int raised_explicitly(lua_State *L, lua_State *co) {
+    lua_Debug ar;
+    int err = lua_gettop(L);
+    if (!lua_getstack(co, 0, &ar) || !lua_checkstack(co, 1) || !lua_checkstack(L, 4)) return 0;
+    if (!lua_getinfo(co, "f", &ar)) return 0;   /* co: ... raiser */
+    lua_xmove(co, L, 1);                        /* L: err raiser */
+    lua_getfield(L, LUA_REGISTRYINDEX, "tg.error_fn");
+    lua_getfield(L, LUA_REGISTRYINDEX, "tg.assert_fn");
+    int yes = lua_rawequal(L, -3, -2) || lua_rawequal(L, -3, -1);
+    lua_pop(L, 3);
+    if (yes) return 1;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "tg.reraised") == LUA_TTABLE) {
+        lua_rawgeti(L, -1, 1);                  /* err reraised reraised[1] */
+        if (lua_rawequal(L, -1, err)) {
+            lua_getfield(L, -2, "explicit");
+            yes = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return yes;
 }
 
 /* The task ended: keep its results for join(), release its coroutine at
@@ -271,7 +314,9 @@ static void finish(tg_task_t *t, int ok, int nres) {
     tg_inst_t *inst = t->ctx.inst;
     lua_State *L = inst->L, *co = t->co;
 
-    /* results = {ok = bool, n = count, [1..n] = values | [1] = error, traceback} */
+    /* results = {ok = bool, n = count, [1..n] = values | [1] = error,
+     * traceback, explicit (raised by error()/assert(): see tg.outcome),
+     * claimed (a joiner took the error)} */
     lua_createtable(L, nres, 3);
     lua_pushboolean(L, ok);
     lua_setfield(L, -2, "ok");
@@ -292,6 +337,8 @@ static void finish(tg_task_t *t, int ok, int nres) {
         }
         luaL_traceback(L, co, msg, 0);          /* results err tb */
         lua_setfield(L, -3, "traceback");
+        lua_pushboolean(L, raised_explicitly(L, co));
+        lua_setfield(L, -3, "explicit");
         lua_rawseti(L, -2, 1);
     }
     t->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -778,7 +825,10 @@ static int l_task_join(lua_State *L) {
     }
     int ok;
     int n = push_results(L, t, &ok);
-    if (!ok) return lua_error(L);
+    if (!ok) {
+        claim_error(L, t);
+        return lua_error(L);
+    }
     return n;
 }
 

@@ -230,6 +230,7 @@ int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *i
         tg_rfc3339_format(ns, buf, sizeof buf);
         cfg_str(L, "start_time", buf);
     }
+    cfg_int(L, "start_time_ns", (lua_Integer)ns);
     lua_newtable(L);
     for (size_t i = 0; i < run->params.len; i++) {
         lua_pushstring(L, run->params.items[i].value);
@@ -279,11 +280,13 @@ static void set_path(lua_State *L, const char *plan_path) {
     lua_pop(L, 1);
 }
 
-int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted) {
+/* Run the plan's top level for inst (tg_space_run_file): on success L
+ * holds [plan_result], which is also inst's self.plan (what the plan
+ * declares: tg.params reads it through core.plan()).  0 or 2 (printed). */
+static int run_chunk(tg_inst_t *inst, const char *plan_path) {
     lua_State *L = inst->L;
     if (access(plan_path, R_OK) != 0)
         return tg_usage_error("cannot read plan \"%s\": %s", plan_path, strerror(errno));
-    if (!wanted) wanted = getenv("TEST_CASE");
     if (!inst->rt->path_set) {                  /* once: the state is the process's */
         set_path(L, plan_path);
         inst->rt->path_set = 1;
@@ -293,6 +296,24 @@ int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted)
     inst->rt->resumed_at = 0;
     if (st == LUA_ERRSYNTAX) return tg_usage_error("plan does not compile: %s", lua_tostring(L, -1));
     if (st != LUA_OK) return tg_usage_error("plan failed while loading: %s", lua_tostring(L, -1));
+    tg_space_push_self(L, inst);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "plan");
+    lua_pop(L, 1);
+    return 0;
+}
+
+int tg_run_load_decl(tg_inst_t *inst, const char *plan_path) {
+    int rc = run_chunk(inst, plan_path);
+    lua_settop(inst->L, 0);
+    return rc;
+}
+
+int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted) {
+    lua_State *L = inst->L;
+    if (!wanted) wanted = getenv("TEST_CASE");
+    int rc = run_chunk(inst, plan_path);
+    if (rc != 0) return rc;
     /* plan_result -> instance.select(plan_result, wanted) -> name, fn | nil, msg */
     lua_getglobal(L, "require");
     lua_pushstring(L, "tg.instance");
@@ -315,6 +336,58 @@ int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted)
     lua_setfield(L, -2, "case");
     lua_settop(L, 0);
     return 0;
+}
+
+/* The values of run params (a kvlist) as a Lua table on L. */
+static void push_params(lua_State *L, const tg_kvlist_t *params) {
+    lua_createtable(L, 0, (int)params->len);
+    for (size_t i = 0; i < params->len; i++) {
+        lua_pushstring(L, params->items[i].value);
+        lua_setfield(L, -2, params->items[i].key);
+    }
+}
+
+/* tg.params.check(case, params, instances) -> nil | error, warnings */
+static int call_check(lua_State *L) {
+    const char *case_name = lua_touserdata(L, 1);
+    const tg_kvlist_t *params = lua_touserdata(L, 2);
+    lua_Integer instances = lua_tointeger(L, 3);
+    lua_settop(L, 0);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tg.params");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "check");
+    lua_pushstring(L, case_name);
+    push_params(L, params);
+    if (instances > 0) lua_pushinteger(L, instances);
+    else lua_pushnil(L);
+    lua_call(L, 3, 2);
+    return 2;
+}
+
+int tg_run_check_params(tg_inst_t *inst, const tg_kvlist_t *params, const char *case_name, int instances,
+                        int warn) {
+    lua_State *L = inst->L;
+    lua_settop(L, 0);
+    lua_pushcfunction(L, call_check);
+    lua_pushlightuserdata(L, (void *)case_name);
+    lua_pushlightuserdata(L, (void *)params);
+    lua_pushinteger(L, instances);
+    if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
+        int rc = tg_usage_error("internal: checking the parameters: %s", lua_tostring(L, -1));
+        lua_settop(L, 0);
+        return rc;
+    }
+    int rc = 0;
+    if (lua_isstring(L, 1)) rc = tg_usage_error("%s", lua_tostring(L, 1));
+    else if (warn && lua_istable(L, 2)) {
+        for (lua_Integer i = 1; lua_rawgeti(L, 2, i) == LUA_TSTRING; i++) {
+            fprintf(stderr, "tgrun: warning: %s\n", lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, 0);
+    return rc;
 }
 
 const char *tg_run_case_of(tg_inst_t *inst) {
@@ -645,6 +718,11 @@ int tg_run_single(const tg_opts_t *o) {
     if ((status = tg_run_load_plan(inst, o->plan_path, o->case_name)) != 0) goto out;
     tg_run_set_case(&run, tg_run_case_of(inst));
     if ((status = tg_run_configure(inst, &run, &ic)) != 0) goto out;
+    /* what the plan declares, before anything runs; a local runner's
+     * children stay quiet about undeclared parameters (it said it once) */
+    if ((status = tg_run_check_params(inst, &run.params, run.case_name, ic.instance_count,
+                                      !(parent && *parent))) != 0)
+        goto out;
     int crc = tg_run_connect(&rt, &run, redis, err, sizeof err);
     if (crc < 0) {
         status = tg_run_connect_error(crc, err);

@@ -58,6 +58,7 @@ typedef struct tg_opts {
     int offset_given;
     const char *subnet;         /* --subnet: the instances' data network */
     int no_trace;               /* --no-trace: no trace.jsonl, no report at the end */
+    int help_params;            /* --help-params: list the declared parameters, run nothing */
 } tg_opts_t;
 
 /* What every instance of the run shares. */
@@ -108,8 +109,19 @@ void tg_run_free(tg_run_t *run);
 
 /* Load the plan into inst and pick its case (wanted, else TEST_CASE, else
  * the plan's only case); the case function goes to the registry
- * ("tg.case_fn") and its name to config.case.  0 or 2 (printed). */
+ * ("tg.case_fn"), the plan's result too ("tg.plan": what it declares), and
+ * the case's name to config.case.  0 or 2 (printed). */
 int tg_run_load_plan(tg_inst_t *inst, const char *plan_path, const char *wanted);
+/* Only run the plan's chunk, for what it declares (registry "tg.plan";
+ * tg.params): no case is picked.  0 or 2 (printed). */
+int tg_run_load_decl(tg_inst_t *inst, const char *plan_path);
+/* The run's parameters against what the loaded plan declares for its case
+ * (tg.params.check): a value of the wrong type or not allowed, a missing
+ * one without default, an instance count outside the declared bounds
+ * (instances 0: not checked) -- one line, 2.  With warn, undeclared
+ * parameters are warnings on stderr.  0 or 2 (printed). */
+int tg_run_check_params(tg_inst_t *inst, const tg_kvlist_t *params, const char *case_name, int instances,
+                        int warn);
 /* The case's name that tg_run_load_plan picked (owned by inst's state). */
 const char *tg_run_case_of(tg_inst_t *inst);
 /* Fill inst's configuration table ("tg.config") and, when the run is

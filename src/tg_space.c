@@ -458,10 +458,21 @@ static int push_factory(lua_State *L, const char *path) {
     return LUA_OK;
 }
 
+/* The message of an error raised while a file's top level runs: a string,
+ * a table's __tostring or its string field message / msg / error (as
+ * tg.check reads them), else what kind of value it was. */
 static int msgh(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        if (lua_type(L, 1) == LUA_TTABLE) {
+            static const char *const fields[] = {"message", "msg", "error"};
+            for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+                lua_pushstring(L, fields[i]);
+                if (lua_rawget(L, 1) == LUA_TSTRING) return 1;
+                lua_pop(L, 1);
+            }
+        }
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     lua_pushstring(L, msg);
@@ -646,6 +657,13 @@ static int open_space(lua_State *L) {
     lua_settop(L, 0);
     luaL_openlibs(L);
     tg_rt_register(L);
+    /* the base library's error and assert, kept before any plan runs: an
+     * error they raised is one the plan raised on purpose (a failure), any
+     * other comes from the VM or a library (a crash; tg_rt.c, tg.outcome) */
+    lua_getglobal(L, "error");
+    lua_setfield(L, LUA_REGISTRYINDEX, "tg.error_fn");
+    lua_getglobal(L, "assert");
+    lua_setfield(L, LUA_REGISTRYINDEX, "tg.assert_fn");
 
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, FACTORIES);

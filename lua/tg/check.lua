@@ -45,17 +45,32 @@ end
 -- parser is in C (tg_opt_timeout), shared with the runtime's own calls.
 check.timeout = core.timeout
 
+-- check.message_of(e) -> the message an error value carries, or nil: a
+-- string or number as it is; a tgrun error value's message; a table's
+-- __tostring, else its string field message, msg or error (the shapes
+-- other libraries raise); nothing else has one.
+function check.message_of(e)
+  if type(e) == "string" or math.type(e) then return tostring(e) end
+  if core.is_error(e) then return e.message end
+  local mt = getmetatable(e)
+  if type(mt) == "table" and mt.__tostring then
+    local ok, s = pcall(tostring, e)
+    if ok and type(s) == "string" then return s end
+  end
+  if type(e) == "table" then
+    for _, k in ipairs({ "message", "msg", "error" }) do
+      local v = rawget(e, k)
+      if type(v) == "string" or math.type(v) then return tostring(v) end
+    end
+  end
+  return nil
+end
+
 -- check.first_line(err) -> the first line of an error's message, at most
 -- 300 bytes: what a failure record carries to the peers.
 function check.first_line(e)
-  local m
-  if type(e) == "string" then m = e
-  elseif core.is_error(e) then m = e.message
-  else
-    local mt = getmetatable(e)
-    m = (mt and mt.__tostring) and tostring(e) or ("error object is a " .. type(e) .. " value")
-  end
-  m = tostring(m):match("^[^\n]*")
+  local m = check.message_of(e) or ("error object is a " .. type(e) .. " value")
+  m = m:match("^[^\n]*")
   if #m > 300 then m = m:sub(1, 297) .. "..." end
   return m
 end

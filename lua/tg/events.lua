@@ -26,29 +26,42 @@ local function human(ev)
   return text, important
 end
 
--- Write one event object; returns the line.
-function events.emit(ev)
-  local cfg = core.config()
-  local line = ('{"ts":%d,"msg":"","group_id":%s,"run_id":%s,"event":%s}'):format(
+local function line_of(cfg, ev)
+  return ('{"ts":%d,"msg":"","group_id":%s,"run_id":%s,"event":%s}'):format(
     core.time_ns(), json.encode(cfg.group_id or ""), json.encode(cfg.run_id or ""), json.encode(ev))
+end
+
+-- Write event objects, in order (several at once: one opening of run.out
+-- in an in-process run); returns the last line.
+function events.emit_all(evs)
+  local cfg = core.config()
+  local lines = {}
+  for i, ev in ipairs(evs) do lines[i] = line_of(cfg, ev) end
   if cfg.label then
-    local text, important = human(ev)
-    if important or not cfg.quiet_stdout then io.stdout:write(cfg.label, " ", text, "\n") end
+    for _, ev in ipairs(evs) do
+      local text, important = human(ev)
+      if important or not cfg.quiet_stdout then io.stdout:write(cfg.label, " ", text, "\n") end
+    end
     local f = cfg.outputs_path and io.open(cfg.outputs_path .. "/run.out", "a")
     if f then
-      f:write(line, "\n")
+      f:write(table.concat(lines, "\n"), "\n")
       f:close()
     end
-    return line
+    return lines[#lines]
   end
   local out = open(cfg)
-  io.stdout:write(line, "\n")
+  for _, line in ipairs(lines) do io.stdout:write(line, "\n") end
   io.stdout:flush()
   if out then
-    out:write(line, "\n")
+    for _, line in ipairs(lines) do out:write(line, "\n") end
     out:flush()
   end
-  return line
+  return lines[#lines]
+end
+
+-- Write one event object; returns the line.
+function events.emit(ev)
+  return events.emit_all({ ev })
 end
 
 function events.message(text)

@@ -270,10 +270,12 @@ static const struct { const char *in; int v; } bool_good[] = {
     {"YeS", 1}, {"on", 1}, {"ON", 1}, {" true\n", 1},
     {"false", 0}, {"False", 0}, {"0", 0}, {"no", 0}, {"NO", 0},
     {"off", 0}, {"Off", 0}, {"\tno ", 0},
+    /* everything Go's strconv.ParseBool takes */
+    {"t", 1}, {"T", 1}, {"f", 0}, {"F", 0}, {"FALSE", 0},
 };
 static const char *const bool_bad[] = {
-    "", " ", "t", "f", "y", "n", "2", "-1", "truex", "tru", "yes!", "o",
-    "of", "00", "01", "true false", "enable",
+    "", " ", "y", "n", "2", "-1", "truex", "tru", "yes!", "o",
+    "of", "00", "01", "true false", "enable", "tt", "ft", "t f",
 };
 
 TG_TEST(parse_bool) {
@@ -291,6 +293,98 @@ TG_TEST(parse_bool) {
         TG_CHECK_INT(v, 7);
     }
     TG_CHECK_INT(tg_parse_bool(NULL, &v), -1);
+}
+
+/* Go's time.ParseDuration: the same strings, the same nanoseconds. */
+static const struct { const char *in; int64_t ns; } dur_good[] = {
+    {"0", 0}, {"+0", 0}, {"-0", 0}, {"0s", 0}, {" 10s\n", 10000000000LL},
+    {"1m30s", 90000000000LL}, {"1h", 3600000000000LL}, {"1.5s", 1500000000LL},
+    {"-1.5h", -5400000000000LL}, {"+2m", 120000000000LL}, {"300ms", 300000000LL},
+    {"1us", 1000}, {"1\xc2\xb5s", 1000}, {"1\xce\xbcs", 1000}, {"7ns", 7},
+    {"1h2m3s4ms5us6ns", 3723004005006LL}, {".5s", 500000000LL}, {"5.s", 5000000000LL},
+    {"1.0000000001s", 1000000000LL}, {"0.3333333333333333333h", 1200000000000LL},
+    {"2562047h47m16.854775807s", INT64_MAX}, {"-2562047h47m16.854775808s", INT64_MIN},
+    {"9223372036854775807ns", INT64_MAX}, {"-9223372036854775808ns", INT64_MIN},
+    {"1s1s", 2000000000LL},
+};
+static const char *const dur_bad[] = {
+    "", " ", "-", "+", "s", "10", "1", "00", "-1", ".", ".s", "-.s", "1.s.", "1x",
+    "1 s", "1S", "1Ms", "1sec", "1s2", "s1", "1h-1m", "--1s", "1e3s", "0x1s",
+    "2562047h47m16.854775808s", "9223372036854775808ns", "-9223372036854775809ns",
+    "99999999999999999999h", "1\xc2s", "\xc2\xb5s", "1,5s", "1.5.5s", "1d",
+    "100000000000000000000000000000000.5ns",
+};
+
+TG_TEST(parse_duration) {
+    size_t i;
+    int64_t v;
+    char buf[48];
+
+    for (i = 0; i < N(dur_good); i++) {
+        v = 12345;
+        if (tg_parse_duration(dur_good[i].in, &v) != 0)
+            fprintf(stderr, "rejected good duration \"%s\"\n", dur_good[i].in);
+        TG_CHECK_INT(v, dur_good[i].ns);
+    }
+    for (i = 0; i < N(dur_bad); i++) {
+        v = 12345;
+        if (tg_parse_duration(dur_bad[i], &v) != -1)
+            fprintf(stderr, "accepted bad duration \"%s\"\n", dur_bad[i]);
+        TG_CHECK_INT(v, 12345);
+    }
+    TG_CHECK_INT(tg_parse_duration(NULL, &v), -1);
+    /* Go's String() forms, read back to the same value */
+    static const struct { int64_t ns; const char *out; } fmt[] = {
+        {0, "0s"}, {1, "1ns"}, {999, "999ns"}, {1000, "1us"}, {1500, "1.5us"},
+        {1000000, "1ms"}, {1234567, "1.234567ms"}, {1000000000, "1s"},
+        {90000000000LL, "1m30s"}, {3723004005006LL, "1h2m3.004005006s"},
+        {-1500000000LL, "-1.5s"}, {3600000000000LL, "1h0m0s"},
+        {INT64_MAX, "2562047h47m16.854775807s"}, {INT64_MIN, "-2562047h47m16.854775808s"},
+    };
+    for (i = 0; i < N(fmt); i++) {
+        TG_CHECK_STR(tg_format_duration(fmt[i].ns, buf, sizeof buf), fmt[i].out);
+        TG_CHECK_INT(tg_parse_duration(buf, &v), 0);
+        TG_CHECK_INT(v, fmt[i].ns);
+    }
+}
+
+/* go-humanize's ParseBytes (sdk-go's SizeParam): SI for K/KB, IEC for
+ * Ki/KiB, any case, exact arithmetic truncated to whole bytes. */
+static const struct { const char *in; int64_t v; } size_good[] = {
+    {"0", 0}, {"1", 1}, {"42B", 42}, {"42 b", 42}, {" 10KB ", 10000}, {"10kb", 10000},
+    {"10K", 10000}, {"1KiB", 1024}, {"1kib", 1024}, {"1Ki", 1024}, {"1MiB", 1048576},
+    {"1MB", 1000000}, {"1.5KiB", 1536}, {"1.5KB", 1500}, {"4.1KB", 4100},
+    {"0.5B", 0}, {"0.5", 0}, {".5K", 500}, {"5.K", 5000}, {"1,000", 1000},
+    {"1,000.5 KB", 1000500}, {"2GiB", 2147483648LL}, {"2 GB", 2000000000LL},
+    {"1TiB", 1099511627776LL}, {"1PB", 1000000000000000LL}, {"1PiB", 1125899906842624LL},
+    {"7EiB", 8070450532247928832LL}, {"9EB", 9000000000000000000LL},
+    {"9223372036854775807", INT64_MAX}, {"0.000000000000000001EB", 1},
+    {"0.0000000000000000019EB", 1}, {"1.0000000000000000000009KiB", 1024},
+    {"0.1MiB", 104857}, {"0.3GiB", 322122547},
+};
+static const char *const size_bad[] = {
+    "", " ", "-1", "+1", "KB", "1XB", "1 K B", "1KBB", "1kibb", "1e3", "0x10",
+    ",1", "1,", "1,,000", "1.2.3", ".", "1 .5", "8EiB", "10EB", "9223372036854775808",
+    "99999999999999999999", "1\xc2\xb5" "B", "1k1",
+};
+
+TG_TEST(parse_size) {
+    size_t i;
+    int64_t v;
+
+    for (i = 0; i < N(size_good); i++) {
+        v = 12345;
+        if (tg_parse_size(size_good[i].in, &v) != 0)
+            fprintf(stderr, "rejected good size \"%s\"\n", size_good[i].in);
+        TG_CHECK_INT(v, size_good[i].v);
+    }
+    for (i = 0; i < N(size_bad); i++) {
+        v = 12345;
+        if (tg_parse_size(size_bad[i], &v) != -1)
+            fprintf(stderr, "accepted bad size \"%s\"\n", size_bad[i]);
+        TG_CHECK_INT(v, 12345);
+    }
+    TG_CHECK_INT(tg_parse_size(NULL, &v), -1);
 }
 
 /* ------------------------------------------------------------- groups */
@@ -722,6 +816,8 @@ int main(void) {
     TG_RUN(parse_int);
     TG_RUN(parse_number);
     TG_RUN(parse_bool);
+    TG_RUN(parse_duration);
+    TG_RUN(parse_size);
     TG_RUN(group_spec);
     TG_RUN(redis_addr_good);
     TG_RUN(redis_addr_bad);

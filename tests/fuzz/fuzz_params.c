@@ -1,12 +1,14 @@
 /*
  * fuzz_params.c -- libFuzzer target for src/tg_params.c.
  *
- * Feeds one NUL-terminated copy of the input to every parser and aborts
+ * Feeds one NUL-terminated copy of the input to every parser (parameters,
+ * typed values, durations, sizes, groups, addresses, times) and aborts
  * when an invariant breaks: a success must produce values that format
  * and re-parse to the same thing, a failure must explain itself in err.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
- *       src/tg_params.c tests/fuzz/fuzz_params.c -o fuzz_params
+ *       src/tg_params.c src/tg_scalar.c src/tg_text.c src/tg_addr.c \
+ *       src/tg_rfc3339.c tests/fuzz/fuzz_params.c -o fuzz_params
  *   ./fuzz_params -max_total_time=60 corpus/ tests/fuzz/seeds/params/
  *
  * With -DTG_FUZZ_STANDALONE it becomes a plain program (any compiler)
@@ -107,6 +109,32 @@ static void fuzz_typed(const char *s) {
     if (tg_parse_number(s, &d) == 0) MUST(isfinite(d));
     if (tg_parse_bool(s, &b) == 0) MUST(b == 0 || b == 1);
     else MUST(b == 7);
+}
+
+/* A duration that parses formats (Go's String() form) and parses back to
+ * the same nanoseconds; so does any int64 made of the input's bytes.  A
+ * size that parses is >= 0, and so is its whole part with "B" (the
+ * fraction only ever adds). */
+static void fuzz_units(const char *s, const uint8_t *data, size_t size) {
+    int64_t ns = 7, ns2, bytes = -7;
+    char buf[48];
+
+    if (tg_parse_duration(s, &ns) == 0) {
+        tg_format_duration(ns, buf, sizeof(buf));
+        MUST(tg_parse_duration(buf, &ns2) == 0 && ns2 == ns);
+    } else {
+        MUST(ns == 7);
+    }
+    if (size >= 8) {
+        uint64_t u = 0;
+        size_t i;
+        for (i = 0; i < 8; i++) u = u << 8 | data[i];
+        memcpy(&ns, &u, sizeof(ns));
+        tg_format_duration(ns, buf, sizeof(buf));
+        MUST(tg_parse_duration(buf, &ns2) == 0 && ns2 == ns);
+    }
+    if (tg_parse_size(s, &bytes) == 0) MUST(bytes >= 0);
+    else MUST(bytes == -7);
 }
 
 static void fuzz_group(const char *s) {
@@ -235,6 +263,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     s[size] = '\0';
     fuzz_params(s);
     fuzz_typed(s);
+    fuzz_units(s, data, size);
     fuzz_group(s);
     fuzz_addr(s);
     fuzz_time(s, data, size);

@@ -215,19 +215,26 @@ describe("the Redis wire layout", function()
     assert.equal("stream", redis.call({ "TYPE", P .. ":topics:t" }))
     local e = redis.call({ "XRANGE", P .. ":topics:t", "-", "+" })
     assert.same({ "p", '{"a":1,"b":"x"}' }, e[1][2])
-    -- run_events: the start (once the instance has its seqs) and the outcome;
-    -- field p is the Testground event, field tg says which instance it was
+    -- run_events, as sdk-go signals them: the network-initialized stage (sent
+    -- before the instance has its seqs), the start (once it has them) and
+    -- the outcome; field p is the Testground event, field tg says which
+    -- instance it was
     local ev = redis.call({ "XRANGE", P .. ":run_events", "-", "+" })
-    assert.equal(2, #ev)
+    assert.equal(4, #ev)
     local host = h.read("/proc/sys/kernel/hostname"):match("^%s*(.-)%s*$")
+    local early = ('{"host":%s}'):format(json.encode(host))
     local who = ('{"group_seq":1,"host":%s,"seq":1}'):format(json.encode(host))
-    assert.equal("p", ev[1][2][1])
-    local start = json.decode(ev[1][2][2]).start_event
+    assert.same({ "p", '{"stage_start_event":{"group":"single","name":"network-initialized"}}', "tg", early },
+      ev[1][2])
+    assert.same({ "p", '{"stage_end_event":{"group":"single","name":"network-initialized"}}', "tg", early },
+      ev[2][2])
+    assert.equal("p", ev[3][2][1])
+    local start = json.decode(ev[3][2][2]).start_event
     assert.same({ 1, 1, "single", "pl", "wire", run },
       { start.runenv.instances, start.runenv.group_instances, start.runenv.group, start.runenv.plan,
         start.runenv.case, start.runenv.run })
-    assert.same({ "tg", who }, { ev[1][2][3], ev[1][2][4] })
-    assert.same({ "p", '{"success_event":{"group":"single"}}', "tg", who }, ev[2][2])
+    assert.same({ "tg", who }, { ev[3][2][3], ev[3][2][4] })
+    assert.same({ "p", '{"success_event":{"group":"single"}}', "tg", who }, ev[4][2])
     local ttl = redis.call({ "TTL", P .. ":states:s" })
     assert.is_true(ttl > 0, "keys of a run expire")
   end)

@@ -5,6 +5,12 @@ local json = require "tg.json"
 
 local h = {}
 
+-- Lua seeds math.random from the clock's second and a few addresses, and
+-- the ASan build's addresses do not change from run to run: spec files
+-- started in the same second would pick the same "random" ports and names.
+-- The harness's Redis port is unique to each spec process.
+math.randomseed(require("tg.core").time_ns(), tonumber(os.getenv("REDIS_PORT")) or 0)
+
 h.tgrun = os.getenv("TGRUN") or require("tg.core").exe_path()
 h.src = os.getenv("TG_SOURCE_DIR") or (function()
   local p = io.popen("cd \"$(dirname '" .. debug.getinfo(1, "S").source:sub(2) .. "')/../..\" && pwd")

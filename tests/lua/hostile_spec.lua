@@ -245,10 +245,15 @@ describe("the runner", function()
     end, 10)
     assert.truthy(seen, "the instances did not start: " .. tostring(h.read(p.dir .. "/out")) .. tostring(h.read(p.dir .. "/err")))
     assert.is_false(seen.found, "an instance's command line holds the password")
-    srv.cli("--no-auth-warning KEYS '*:states:initialized_global'")
-    for key in srv.cli("KEYS *:states:initialized_global"):gmatch("[^\n]+") do
-      srv.cli("INCR " .. key:gsub("initialized_global", "finish"))
-    end
+    -- both instances are in the case once both entered initialized_global
+    -- (being seen as processes is earlier than that)
+    local key
+    assert.truthy(h.wait_until(function()
+      key = srv.cli("KEYS *:states:initialized_global"):match("[^\n]+")
+      return key and srv.cli("GET " .. key):match("^2")
+    end, 20), "the instances did not enter initialized_global: " .. tostring(key and srv.cli("GET " .. key))
+      .. " " .. tostring(h.read(p.dir .. "/out")) .. tostring(h.read(p.dir .. "/err")))
+    srv.cli("INCR " .. key:gsub("initialized_global", "finish"))
     local r = p:wait(20)
     assert.truthy(r)
     assert.equal(0, r.code, r.stdout .. r.stderr)

@@ -29,6 +29,11 @@ local function count(events, kind)
   return n
 end
 
+-- The body of the first event of that kind (stage events come first).
+local function first_of(events, kind)
+  for _, e in ipairs(events) do if e[kind] then return e[kind] end end
+end
+
 describe("tgrun through a sync service", function()
   local srv
   before_each(function() srv = W.serve() end)
@@ -42,7 +47,10 @@ describe("tgrun through a sync service", function()
     -- the outcomes went to run_events through the service, as Testground's SDKs send them
     local ev = run_events(id, "meet")
     assert.equal(4, count(ev, "success_event"))
-    assert.same({ group = "single" }, ev[1].success_event)
+    assert.same({ group = "single" }, first_of(ev, "success_event"))
+    -- and the network-initialized stage of each, as sdk-go signals it
+    assert.equal(4, count(ev, "stage_start_event"))
+    assert.same({ group = "single", name = "network-initialized" }, first_of(ev, "stage_end_event"))
   end)
 
   it("shares one websocket among all instances of an --inproc run", function()
@@ -110,7 +118,7 @@ describe("tgrun through a sync service", function()
     assert.equal(1, r.code)
     local ev = run_events(id, "fail")
     assert.equal(2, count(ev, "failure_event"))
-    assert.matches("deliberate failure", ev[1].failure_event.error)
+    assert.matches("deliberate failure", first_of(ev, "failure_event").error)
   end)
 
   it("reads SYNC_SERVICE_HOST and SYNC_SERVICE_PORT as Testground's runners set them", function()
