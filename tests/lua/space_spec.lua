@@ -52,6 +52,14 @@ for _, mode in ipairs({ "inproc", "processes" }) do
       assert.equal(N, n, r.stdout)
     end)
 
+    it("keep their own state in tgrun's modules (metrics, recorded failures)", function()
+      local r = run("modules", mode)
+      assert.equal(1, r.code, r.stdout .. r.stderr)
+      assert.matches(N .. " instances, " .. (N - 1) .. " succeeded, 1 failed", r.stdout)
+      assert.matches("recorded by instance one", r.stdout)
+      assert.equal(N, oks(r.stdout, "modules"), r.stdout)
+    end)
+
     it("fail alone: an error and an os.exit end only their own instance", function()
       local r = run("failures", mode)
       assert.equal(1, r.code, r.stdout .. r.stderr)

@@ -106,6 +106,19 @@ function cases.params(env)
   print("ok params " .. seq)
 end
 
+-- tgrun's modules keep each instance's state apart: metrics totals, a
+-- recorded failure
+function cases.modules(env)
+  local metrics = require "tg.metrics"
+  local seq = all(env, "start")
+  assert(metrics.counter("c") == 1, "a counter total is shared")
+  all(env, "counted")
+  assert(metrics.counter("c") == 2, "a counter total is shared")
+  if seq == 1 then env:record_failure("recorded by instance one") end
+  all(env, "recorded")
+  print("ok modules " .. seq)
+end
+
 -- one instance fails and one calls os.exit: the others succeed
 function cases.failures(env)
   local seq = all(env, "start")
