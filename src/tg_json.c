@@ -197,9 +197,16 @@ static int enc_table(enc_t *e, int idx, int depth) {
         okey_t *ks;
         if ((size_t)nstr > ((size_t)-1) / sizeof *ks || nstr > INT_MAX)
             return enc_fail(e, "table too large", "", "");
+        okey_t small[16];
         lua_createtable(L, (int)nstr, 0);
         kidx = lua_gettop(L);
-        ks = lua_newuserdatauv(L, (size_t)nstr * sizeof *ks, 0);
+        /* (most objects are small: their keys sort on the C stack) */
+        if (nstr <= 16) {
+            ks = small;
+            lua_pushnil(L);                     /* keeps the stack as below */
+        } else {
+            ks = lua_newuserdatauv(L, (size_t)nstr * sizeof *ks, 0);
+        }
         i = 0;
         lua_pushnil(L);
         while (lua_next(L, idx)) {
@@ -262,9 +269,17 @@ static int enc_value(enc_t *e, int idx, int depth) {
 
 /* Encode the value at idx: 0 and the text pushed, or -1 and a message
  * pushed.  Scratch lives in a userdata slot that is dropped before return. */
+/* The first bytes of every encoding go to this scratch, so that the usual
+ * small value allocates nothing but its result; an encoding that outgrows
+ * it moves to a userdata (as before: a raised error leaks nothing).  A
+ * finalizer that encodes while an encoding is under way (a GC step inside
+ * this one) gets a userdata from the start. */
+static char scratch[1024];
+static int scratch_busy;
+
 int tg_json_encode(lua_State *L, int idx) {
     enc_t e;
-    int base;
+    int base, own = !scratch_busy;
     idx = lua_absindex(L, idx);
     base = lua_gettop(L);
     if (!lua_checkstack(L, 8)) {        /* the caller owes us one slot */
@@ -272,12 +287,24 @@ int tg_json_encode(lua_State *L, int idx) {
         return -1;
     }
     e.L = L;
-    e.cap = 256;
     e.n = 0;
     e.err[0] = '\0';
-    e.p = lua_newuserdatauv(L, e.cap, 0);
-    e.slot = lua_gettop(L);
-    if (enc_value(&e, idx, 0)) {
+    if (own) {
+        scratch_busy = 1;
+        e.cap = sizeof scratch;
+        e.p = scratch;
+        lua_pushnil(L);                         /* the slot a growth's userdata takes */
+        e.slot = lua_gettop(L);
+    } else {
+        e.cap = 256;
+        e.p = lua_newuserdatauv(L, e.cap, 0);
+        e.slot = lua_gettop(L);
+    }
+    /* (an error raised inside -- out of memory -- leaves the scratch marked
+     * busy: later encodings then use a userdata, which is only slower) */
+    int bad = enc_value(&e, idx, 0);
+    if (own) scratch_busy = 0;
+    if (bad) {
         lua_settop(L, base);
         lua_pushstring(L, e.err);
         return -1;

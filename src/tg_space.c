@@ -53,6 +53,7 @@
 
 #define FACTORIES "tg.factories"        /* registry: path -> factory */
 #define PROXIES "tg.proxies"            /* registry: real table -> proxy (weak keys) */
+#define REQUIRED "tg.required"          /* registry: name -> the proxy require gives for a library or tg module */
 #define RO_NOTE "read-only: shared by every instance of this process"
 
 /* ---- instances' tables --------------------------------------------------- */
@@ -532,6 +533,13 @@ static int l_require(lua_State *L) {
             lua_pop(L, 1);
         }
     }
+    /* a library or tg module asked for before: the proxy it gave then (the
+     * usual case, a tg module's require inside a function, is one lookup) */
+    if (inst) {                                 /* name loaded */
+        lua_getfield(L, LUA_REGISTRYINDEX, REQUIRED);
+        if (lua_getfield(L, -1, name) != LUA_TNIL) return 1;
+        lua_pop(L, 2);
+    }
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     int shared = lua_getfield(L, -1, name) != LUA_TNIL;
     lua_pop(L, 2);
@@ -547,6 +555,12 @@ static int l_require(lua_State *L) {
         if (inst && lua_istable(L, 2) && (builtin || is_lib(name))) {
             push_proxy(L, 2, name, is_lib(name));
             lua_replace(L, 2);
+        }
+        if (inst && lua_istable(L, 2) && (builtin || is_lib(name))) {    /* (theirs never change) */
+            lua_getfield(L, LUA_REGISTRYINDEX, REQUIRED);
+            lua_pushvalue(L, 2);
+            lua_setfield(L, -2, name);
+            lua_pop(L, 1);
         }
         return 2;
     }
@@ -673,6 +687,8 @@ static int open_space(lua_State *L) {
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, PROXIES);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, REQUIRED);
 
     /* the runtime's C modules, each from its own unit */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

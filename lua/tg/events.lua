@@ -26,9 +26,32 @@ local function human(ev)
   return text, important
 end
 
+-- The JSON text of an event, encoded once: the line and run_events (tg.outcome)
+-- both need it.  (Keyed by the event table, weakly: process-wide is fine.)
+local encoded = setmetatable({}, { __mode = "k" })
+function events.encode(ev)
+  local s = encoded[ev]
+  if not s then
+    s = json.encode(ev)
+    encoded[ev] = s
+  end
+  return s
+end
+
+-- '"msg":"","group_id":..,"run_id":..,"event":' of this instance, made once
+local function head(cfg)
+  local st = core.state("events")
+  local h = st.head
+  if not h then
+    h = ('"msg":"","group_id":%s,"run_id":%s,"event":'):format(json.encode(cfg.group_id or ""),
+      json.encode(cfg.run_id or ""))
+    st.head = h
+  end
+  return h
+end
+
 local function line_of(cfg, ev)
-  return ('{"ts":%d,"msg":"","group_id":%s,"run_id":%s,"event":%s}'):format(
-    core.time_ns(), json.encode(cfg.group_id or ""), json.encode(cfg.run_id or ""), json.encode(ev))
+  return ('{"ts":%d,%s%s}'):format(core.time_ns(), head(cfg), events.encode(ev))
 end
 
 -- Write event objects, in order (several at once: one opening of run.out

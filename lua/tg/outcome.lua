@@ -109,8 +109,13 @@ end
 -- `tgrun observe` can follow a run from that stream alone.
 local function who()
   local cfg = core.config()
-  return json.encode({ seq = cfg.global_seq, group_seq = cfg.group_seq, name = cfg.instance_name,
-    host = cfg.host })
+  local st = core.state("outcome who")
+  if st.seq ~= cfg.global_seq or not st.text then      -- made again once the seqs are known
+    st.seq = cfg.global_seq
+    st.text = json.encode({ seq = cfg.global_seq, group_seq = cfg.group_seq, name = cfg.instance_name,
+      host = cfg.host })
+  end
+  return st.text
 end
 
 -- Append events to the run's run_events, bounded (5 s each): on Redis as
@@ -127,7 +132,7 @@ function M.signal_all(evs, what)
   if svc.active() then
     for _, ev in ipairs(evs) do
       if svc.down() then return fail(svc.down()) end
-      local ok, err = pcall(svc.event, json.encode(ev), 5)
+      local ok, err = pcall(svc.event, events.encode(ev), 5)
       if not ok then return fail(err) end
     end
     return
@@ -137,7 +142,7 @@ function M.signal_all(evs, what)
   local keys = require "tg.keys"
   local tg = who()
   for _, ev in ipairs(evs) do
-    local ok, err = pcall(redis.call, { "XADD", keys.run_events, "*", "p", json.encode(ev), "tg", tg }, 5,
+    local ok, err = pcall(redis.call, { "XADD", keys.run_events, "*", "p", events.encode(ev), "tg", tg }, 5,
       "XADD run_events")
     if not ok then return fail(err) end
   end
@@ -156,7 +161,7 @@ local function send_all(evs)
   local tg = who()
   local ok = true
   for _, ev in ipairs(evs) do
-    ok = ok and pcall(redis.send, { "XADD", keys.run_events, "*", "p", json.encode(ev), "tg", tg },
+    ok = ok and pcall(redis.send, { "XADD", keys.run_events, "*", "p", events.encode(ev), "tg", tg },
       "XADD run_events")
   end
   if ok then pcall(redis.send, { "EXPIRE", keys.run_events, keys.ttl }, "EXPIRE run_events") end
