@@ -77,7 +77,7 @@ static void startup_fail(tg_redis_t *r, int refused, const char *fmt, const char
     if (r->startup_failed) return;
     r->startup_failed = refused ? -2 : -1;
     char d[600];
-    snprintf(d, sizeof d, "%s", detail);        /* the message's size is known */
+    snprintf(d, sizeof d, "%.599s", detail);     /* the message's size is known */
     snprintf(r->last_err, sizeof r->last_err, fmt, r->addr, d);
     if (r->startup_err) snprintf(r->startup_err, r->startup_errlen, "%.1000s", r->last_err);
 }
