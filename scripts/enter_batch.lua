@@ -3,102 +3,96 @@
 -- as one step.
 --
 -- KEYS[1]  state counter   P:states:<state>      (a string that INCRs: Go SDK compatible)
--- KEYS[2]  slots           P:tg:members:<state>  (BITFIELD, one u32 slot per number i:
+-- KEYS[2]  slots           P:tg:members:<state>  (one u32 slot per number i at byte 4i:
 --                                                 its top bit set = target i awaited,
 --                                                 its low 31 bits = instance i's seq)
 -- KEYS[3]  notify stream   P:tg:notify           (entries s=<KEYS[1]>, n=<count>)
--- KEYS[4]  op ids          P:tg:ops:<state>      (hash op id -> seq; also batch id -> n0)
+-- KEYS[4]  op ids          P:tg:ops:<state>      (hash op id -> seq; batch id -> n0)
 -- ARGV[1]  TTL in seconds for keys this run creates
 -- ARGV[2]  "1": a resend after a lost connection (the first send may have run)
 -- ARGV[3]  batch id, or "": given when an entry has neither an instance
---          number nor an op id, so that a resend can find what the first
---          send did (the count before it is recorded under this id)
+--          number nor an op id, so that a resend can tell whether the first
+--          send ran (the count before it is recorded under this id)
 -- ARGV[4]  t, how many targets follow
 -- ARGV[5]  e, how many entries follow the targets
 -- ARGV[6]  "1" when a plain wait (barrier) is among the targets: the slots
 --          key then gets its TTL whenever a target is registered (await.lua)
--- ARGV[7 .. 6+t]        the targets waited for (of entries and of plain
---                       waits; duplicates allowed)
+-- ARGV[7 .. 6+t]        the targets waited for, by entries and by plain
+--                       waits (repeats allowed)
 -- ARGV[7+t .. 6+t+e]    entry i's instance number (global_seq), or ""
 -- ARGV[7+t+e ..]        pairs (i, op id) for the entries that have an op id
 -- Reply:   {n0, n, i1, s1, i2, s2, ...}: the count was n0 before this
---          batch's new entries and is n after them; entry ij's seq is sj
---          (an op id that had an answer, a second entry with the same op id,
---          an instance that had entered before a resend); every other entry
---          gets n0 + its place among those others, in order: the new
+--          batch's new entries and is n after them; entry ij's seq is sj (an
+--          op id that already had an answer, a second entry with the same op
+--          id, an instance that had entered before a resend); every other
+--          entry gets n0 + its place among those others, in order: new
 --          entries are numbered consecutively in the order they were given.
+--          The pairs come in increasing i.
 --
 -- Atomic for the reasons enter.lua gives (one count, one membership, one
--- decision to notify), and because a resend must find the batch either done
--- or not at all.  The cost per entry is one BITFIELD SET (its seq) and a
--- little Lua; per batch: one INCRBY, one BITFIELD (split when it would pass
--- Lua 5.1's unpack limit), one read of the awaited bits between n0 and n,
--- and, when the batch reaches an awaited target, one XADD -- so a barrier of
--- N instances in one process is a handful of commands, not 3 N.  Targets
--- above 1,000,000 are not registered (see enter.lua).
+-- decision to notify -- a target T is registered only while the count is
+-- below it, so the one batch that passes T sees it), and because a resend
+-- must find the batch either done or not at all.  Per batch: one INCRBY, the
+-- slots written in one BITFIELD (or, for many instance numbers close
+-- together, one GETRANGE + SETRANGE that keeps every slot's top bit), the
+-- targets registered in the same BITFIELD, the awaited bits in (n0, n] read
+-- (in that BITFIELD when there are few, else one GETRANGE), and one XADD when
+-- the batch reaches an awaited target or one of its own.  So N entries of
+-- one process cost a handful of commands, not 3 N.  Targets above 1,000,000
+-- are not registered (see enter.lua).
 local ttl, resend, bid = ARGV[1], ARGV[2] == '1', ARGV[3]
 local nt, ne, waits = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
-local tb, sb = 6, 6 + nt                 -- ARGV[tb + j]: target j; ARGV[sb + i]: entry i's sid
-local ob = sb + ne                       -- ARGV[ob + 2j - 1], ARGV[ob + 2j]: index and op id
+local sb = 6 + nt                        -- ARGV[6 + j]: target j; ARGV[sb + i]: entry i's sid
+local ob = sb + ne                       -- ARGV[ob + 2j - 1], ARGV[ob + 2j]: entry index, op id
 local nops = (#ARGV - ob) / 2
 local MAXREG = 1000000
-local CHUNK = 4000                       -- values per unpack (Lua 5.1 allows < 8000); SETs are 4 wide
+local CHUNK = 4000                       -- values per unpack (Lua 5.1 allows < 8000): whole SETs
 
-local listed = {}                        -- entry index -> seq, for entries not numbered n0 + k
-local same = {}                          -- entry index -> earlier entry index with the same op id
-local opof = {}                          -- entry index -> op id (first occurrence of it)
+-- entries answered without a new seq (nil while there is none): listed[i]
+-- = its seq, same[i] = the earlier entry with its op id; opof[i] = the op
+-- id of a new entry that is the first with it, opname[i] = entry i's op id
+local listed, same, opof, opname
+local k = ne                             -- new entries
 
--- cmd key args[from..to], in calls of at most `per` values (a multiple of
--- the width of one operation); the replies' elements, concatenated
-local function chunked(cmd, key, args, from, to, per)
-  local out = {}
-  for a = from, to, per do
-    local r = redis.call(cmd, key, unpack(args, a, math.min(a + per - 1, to)))
-    if type(r) == 'table' then for _, v in ipairs(r) do out[#out + 1] = v end end
-  end
-  return out
-end
-
--- op ids: one HMGET; an op id with an answer answers its entry
 if nops > 0 then
+  -- op ids: one HMGET; an op id with an answer answers its entry
+  listed, same, opof, opname = {}, {}, {}, {}
   local names, first = {}, {}
   for j = 1, nops do names[j] = ARGV[ob + 2 * j] end
-  local prev = chunked('HMGET', KEYS[4], names, 1, nops, CHUNK)
+  local prev = {}
+  for a = 1, nops, CHUNK do
+    for _, v in ipairs(redis.call('HMGET', KEYS[4], unpack(names, a, math.min(a + CHUNK - 1, nops)))) do
+      prev[#prev + 1] = v
+    end
+  end
   for j = 1, nops do
     local i, op = tonumber(ARGV[ob + 2 * j - 1]), names[j]
-    if prev[j] then listed[i] = tonumber(prev[j])
-    elseif first[op] then same[i] = first[op]
+    opname[i] = op
+    if prev[j] then listed[i] = tonumber(prev[j]); k = k - 1
+    elseif first[op] then same[i] = first[op]; k = k - 1
     else first[op] = i; opof[i] = op end
   end
 end
 
--- the reply: n0, n, then (i, seq) for every entry not numbered n0 + k, in order
-local function reply(n0, n, seqof)
-  local out = { n0, n }
-  for i = 1, ne do
-    local s = listed[i]
-    if not s and same[i] then s = listed[same[i]] or seqof[same[i]] or 0 end
-    if s then out[#out + 1] = i; out[#out + 1] = s end
-  end
-  return out
-end
-
 if resend and bid ~= '' then
-  -- a resend of a batch with a batch id: did the first send run?
-  local n0 = redis.call('HGET', KEYS[4], bid)
-  if n0 then
-    -- it did: answer every entry as it answered then.  An op id whose
-    -- answer came from that very batch has a seq above n0: it was new.
-    n0 = tonumber(n0)
-    for i, s in pairs(listed) do if s > n0 then listed[i] = nil end end
-    local seqof, rank = {}, 0
+  -- a resend of a batch with an id: did the first send run?
+  local was = redis.call('HGET', KEYS[4], bid)
+  if was then
+    -- it did, and recorded every op id it saw new: answer every entry as
+    -- then.  An op id whose answer is above that n0 got it from that very
+    -- batch: its first entry was new (numbered in order), later ones listed.
+    local n0 = tonumber(was)
+    local out, new = { n0, tonumber(redis.call('GET', KEYS[1]) or '0') or 0 }, {}
     for i = 1, ne do
-      if not listed[i] and not same[i] then rank = rank + 1; seqof[i] = n0 + rank end
+      local s, op = listed and listed[i], opname and opname[i]
+      if s and s > n0 and not new[op] then new[op] = true; s = nil end
+      if s then out[#out + 1] = i; out[#out + 1] = s end
     end
-    return reply(n0, tonumber(redis.call('GET', KEYS[1]) or '0') or 0, seqof)
+    return out
   end
 elseif resend then
   -- an instance that already entered gets its seq back (as enter.lua)
+  listed, same = listed or {}, same or {}
   local get, idx = {}, {}
   for i = 1, ne do
     local sid = ARGV[sb + i]
@@ -107,45 +101,86 @@ elseif resend then
       idx[#idx + 1] = i
     end
   end
-  if #get > 0 then
-    local r = chunked('BITFIELD', KEYS[2], get, 1, #get, CHUNK - 1)
-    for j, i in ipairs(idx) do
-      if r[j] ~= 0 then listed[i] = r[j]; opof[i] = nil end
+  local r = {}
+  for a = 1, #get, CHUNK - 1 do
+    for _, v in ipairs(redis.call('BITFIELD', KEYS[2], unpack(get, a, math.min(a + CHUNK - 2, #get)))) do
+      r[#r + 1] = v
+    end
+  end
+  for j, i in ipairs(idx) do
+    if r[j] ~= 0 then
+      listed[i] = r[j]; k = k - 1
+      if opof then opof[i] = nil end
     end
   end
 end
 
 -- the new entries, numbered in order
-local k = ne
-for _ in pairs(listed) do k = k - 1 end
-for _ in pairs(same) do k = k - 1 end
 local n
 if k > 0 then n = redis.call('INCRBY', KEYS[1], k)
 else n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 end
 local n0 = n - k
 
-local ops, hset, seqof = {}, {}, {}
-if n0 == 0 and k > 0 then ops = { 'SET', 'u1', 0, 0 } end    -- makes the key (slot 0 is nobody's)
-local m, rank = #ops, 0
+-- their slots: seq s of instance i in the low 31 bits of slot i
+local ops, m = {}, 0
+if n0 == 0 and k > 0 then ops = { 'SET', 'u1', 0, 0 }; m = 4 end   -- makes the key (slot 0 is nobody's)
+-- (a few go straight into the BITFIELD; many are gathered by number first)
+local many = k >= 32
+local bysid, lo, hi, nsid = many and {} or nil, nil, nil, 0
+local hset, seqof = (opof or bid ~= '') and {} or nil, opof and {} or nil
+local rank = 0
 for i = 1, ne do
-  if not listed[i] and not same[i] then
+  if not (listed and (listed[i] or same[i])) then
     rank = rank + 1
-    local sid = ARGV[sb + i]
-    if sid ~= '' then
+    local sid = tonumber(ARGV[sb + i])
+    if not sid then
+    elseif many then
+      bysid[sid] = n0 + rank
+      nsid = nsid + 1
+      if not lo or sid < lo then lo = sid end
+      if not hi or sid > hi then hi = sid end
+    else
       ops[m + 1] = 'SET'; ops[m + 2] = 'u31'; ops[m + 3] = 32 * sid + 1; ops[m + 4] = n0 + rank
       m = m + 4
     end
-    if opof[i] then
+    if opof and opof[i] then
       hset[#hset + 1] = opof[i]; hset[#hset + 1] = n0 + rank
       seqof[i] = n0 + rank
     end
+  end
+end
+if not many then
+elseif nsid >= 32 and hi - lo < 4 * nsid then
+  -- many instance numbers close together: rewrite their stretch of slots
+  -- at once, each slot's top bit (a registered target) kept
+  local s = redis.call('GETRANGE', KEYS[2], 4 * lo, 4 * hi + 3)
+  if #s < 4 * (hi - lo + 1) then s = s .. string.rep('\0', 4 * (hi - lo + 1) - #s) end
+  local byte, pack = string.byte, struct.pack
+  local pieces, np, from = {}, 0, nil   -- from: start of a stretch of slots kept as they are
+  for j = lo, hi do
+    local q = bysid[j]
+    if q then
+      local off = 4 * (j - lo)
+      if from then np = np + 1; pieces[np] = string.sub(s, from + 1, off); from = nil end
+      if (byte(s, off + 1) or 0) >= 128 then q = q + 2147483648 end
+      np = np + 1
+      pieces[np] = pack('>I4', q)
+    elseif not from then
+      from = 4 * (j - lo)
+    end
+  end
+  redis.call('SETRANGE', KEYS[2], 4 * lo, table.concat(pieces))
+else
+  for sid, q in pairs(bysid) do
+    ops[m + 1] = 'SET'; ops[m + 2] = 'u31'; ops[m + 3] = 32 * sid + 1; ops[m + 4] = q
+    m = m + 4
   end
 end
 
 -- targets: register those above the count; does this batch reach one?
 local reached, registered = false, false
 for j = 1, nt do
-  local target = tonumber(ARGV[tb + j])
+  local target = tonumber(ARGV[6 + j])
   if target then
     if n < target and target <= MAXREG then
       ops[m + 1] = 'SET'; ops[m + 2] = 'u1'; ops[m + 3] = 32 * target; ops[m + 4] = 1
@@ -156,24 +191,29 @@ for j = 1, nt do
     end
   end
 end
--- ... or one that somebody registered, in (n0, n]: a few slots are read
--- in the same BITFIELD, many as bytes (the first byte of each slot)
-local lo, hi = n0 + 1, math.min(n, MAXREG)
+-- ... or one that somebody registered, in (n0, n]: a few slots are read in
+-- the same BITFIELD, many as bytes (the first byte of each slot)
+local rlo, rhi = n0 + 1, math.min(n, MAXREG)
 local gets = 0
-if not reached and lo <= hi and hi - lo < 32 and m + 3 * (hi - lo + 1) <= CHUNK then
-  for i = lo, hi do
+if not reached and rlo <= rhi and rhi - rlo < 32 and m + 3 * (rhi - rlo + 1) <= CHUNK then
+  for i = rlo, rhi do
     ops[m + 1] = 'GET'; ops[m + 2] = 'u1'; ops[m + 3] = 32 * i
     m = m + 3
     gets = gets + 1
   end
 end
 if m > 0 then
-  local r = m <= CHUNK and redis.call('BITFIELD', KEYS[2], unpack(ops)) or chunked('BITFIELD', KEYS[2], ops, 1, m, CHUNK)
+  local r
+  if m <= CHUNK then r = redis.call('BITFIELD', KEYS[2], unpack(ops))
+  else
+    r = {}
+    for a = 1, m, CHUNK do redis.call('BITFIELD', KEYS[2], unpack(ops, a, math.min(a + CHUNK - 1, m))) end
+  end
   for j = #r - gets + 1, #r do if r[j] == 1 then reached = true end end
 end
-if not reached and lo <= hi and gets == 0 then
-  local s = redis.call('GETRANGE', KEYS[2], 4 * lo, 4 * hi + 3) .. '\0\0\0'
-  if s:gsub('(.)...', '%1'):find('[\128-\255]') then reached = true end
+if not reached and rlo <= rhi and gets == 0 then
+  local s = redis.call('GETRANGE', KEYS[2], 4 * rlo, 4 * rhi + 3) .. '\0\0\0'
+  if string.find(string.gsub(s, '(.)...', '%1'), '[\128-\255]') then reached = true end
 end
 
 if n0 == 0 and k > 0 then
@@ -183,12 +223,21 @@ elseif waits and registered then
   redis.call('EXPIRE', KEYS[2], ttl)
 end
 if bid ~= '' then hset[#hset + 1] = bid; hset[#hset + 1] = n0 end
-if #hset > 0 then
-  chunked('HSET', KEYS[4], hset, 1, #hset, CHUNK)
+if hset and #hset > 0 then
+  for a = 1, #hset, CHUNK do redis.call('HSET', KEYS[4], unpack(hset, a, math.min(a + CHUNK - 1, #hset))) end
   redis.call('EXPIRE', KEYS[4], ttl)
 end
 if reached then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 's', KEYS[1], 'n', n)
   redis.call('EXPIRE', KEYS[3], ttl)
 end
-return reply(n0, n, seqof)
+
+local out = { n0, n }
+if listed then
+  for i = 1, ne do
+    local s = listed[i]
+    if not s and same[i] then s = listed[same[i]] or seqof[same[i]] or 0 end
+    if s then out[#out + 1] = i; out[#out + 1] = s end
+  end
+end
+return out
