@@ -96,6 +96,7 @@ typedef struct blist {
     long long count;
     long long instances;        /* the run's instance count, for peer_failed */
     long long min_target;       /* no waiter here has a lower target (a lower bound) */
+    int nreplied;               /* waiters that have their answer and wait for the count */
     int checking;               /* a feasibility check is in flight */
     int busy;                   /* being walked: not to be freed */
     int dirty;                  /* on the unit's list of states to flush */
@@ -162,6 +163,7 @@ static void pool_pop(tg_barriers_t *b) {
  * label stays readable (the memory is the unit's) until it is reused. */
 static void end_waiter(tg_barriers_t *b, bwaiter_t *w) {
     blist_t *l = w->list;
+    if (w->replied) l->nreplied--;
     if (w->prev) w->prev->next = w->next;
     else l->head = w->next;
     if (w->next) w->next->prev = w->prev;
@@ -219,8 +221,11 @@ static void release(tg_barriers_t *b, bwaiter_t *w) {
 }
 
 /* The count reached some waiter's target: release every waiter that has
- * its answer and whose target is reached; keep the lowest target left. */
+ * its answer and whose target is reached; keep the lowest target left.
+ * (Only when some waiter has its answer: a notification that overtakes
+ * the batch's reply finds a thousand waiters without one.) */
 static void sweep(tg_barriers_t *b, blist_t *l) {
+    if (l->nreplied == 0) return;
     long long min = LLONG_MAX;
     for (bwaiter_t *w = l->head, *next; w; w = next) {
         next = w->next;
@@ -564,6 +569,7 @@ static void on_batch(tg_redis_t *r, const redisReply *rep, void *data, uint64_t 
             w->batch = NULL;
             w->seq = seq;
             w->replied = 1;
+            l->nreplied++;
             if (w->kind == W_SIGNAL || w->target <= l->count) release(b, w);
         }
         if (l->count >= l->min_target) sweep(b, l);

@@ -476,11 +476,12 @@ static void arm_run_deadline(tg_rt_t *rt) {
 /* The wait of t no longer needs a timer: it ended, or it is about to get
  * one of its own (tg_wait_extend). */
 static void untime(tg_task_t *t) {
-    if (t->timer) uv_timer_stop(t->timer);
-    if (t->on_run_deadline) {
+    if (t->on_run_deadline) {                   /* (its own timer was not started) */
         tg_rt_t *rt = t->ctx.inst->rt;
         t->on_run_deadline = 0;
         if (--rt->deadline_waits == 0) uv_timer_stop(&rt->deadline_timer);
+    } else if (t->timer) {
+        uv_timer_stop(t->timer);
     }
 }
 
