@@ -27,7 +27,8 @@
 --          id, an instance that had entered before a resend); every other
 --          entry gets n0 + its place among those others, in order: new
 --          entries are numbered consecutively in the order they were given.
---          The pairs come in increasing i.
+--          The pairs come in increasing i.  When there is no pair (every
+--          entry new: the usual case), just n (n0 is n - e).
 --
 -- Atomic for the reasons enter.lua gives (one count, one membership, one
 -- decision to notify -- a target T is registered only while the count is
@@ -232,12 +233,11 @@ if reached then
   redis.call('EXPIRE', KEYS[3], ttl)
 end
 
+if not listed then return n end
 local out = { n0, n }
-if listed then
-  for i = 1, ne do
-    local s = listed[i]
-    if not s and same[i] then s = listed[same[i]] or seqof[same[i]] or 0 end
-    if s then out[#out + 1] = i; out[#out + 1] = s end
-  end
+for i = 1, ne do
+  local s = listed[i]
+  if not s and same[i] then s = listed[same[i]] or seqof[same[i]] or 0 end
+  if s then out[#out + 1] = i; out[#out + 1] = s end
 end
 return out

@@ -53,6 +53,7 @@
 
 #define SAFETY_MS 1000
 #define LABEL_NAME 120          /* bytes of a state's name that messages show */
+#define FREE_BATCHES 64
 
 /* What a waiter asked for. */
 enum { W_ENTER = 1, W_SIGNAL, W_WAIT };        /* signal_and_wait, signal_entry, barrier */
@@ -83,8 +84,9 @@ typedef struct bent {
 /* What one state's callers asked for in one turn. */
 typedef struct batch {
     struct blist *l;            /* NULL once orphaned: the reply only frees it */
-    struct batch *prev, *next;  /* the state's batches in flight */
+    struct batch *prev, *next;  /* the state's batches in flight; next: the free list */
     int n, cap;
+    int ne;                     /* entries (not plain waits), as sent */
     bent_t *ents;
     char *bytes;                /* instance numbers and op ids, until sent */
     size_t blen, bcap;
@@ -115,6 +117,14 @@ struct tg_barriers {
     tg_map_t lists;             /* state name -> blist_t */
     blist_t *dirty;             /* states with a pending batch */
     bwaiter_t *free;            /* waiters to reuse */
+    batch_t *free_batches;      /* batches to reuse (their arrays kept), at most FREE_BATCHES */
+    int nfree_batches;
+    /* send_batch's argument vector, kept from one batch to the next */
+    const char **argv;
+    size_t *lens;
+    char *nums;
+    int argcap, numcap;
+    tg_batch_head_t head;
     long long ndead;            /* peers known to have failed or died */
     char *P, *notify, *dead, *skey;     /* skey: P:states: (a state key's first part) */
     size_t plen, notify_len, dead_len, skey_len;
@@ -178,6 +188,22 @@ static void batch_free(batch_t *B) {
     free(B->ents);
     free(B->bytes);
     free(B);
+}
+
+/* Done with B: back to the unit's free list, arrays and all. */
+static void batch_put(tg_barriers_t *b, batch_t *B) {
+    if (!B) return;
+    if (b->nfree_batches >= FREE_BATCHES) {
+        batch_free(B);
+        return;
+    }
+    B->l = NULL;
+    B->prev = NULL;
+    B->n = B->ne = 0;
+    B->blen = 0;
+    B->next = b->free_batches;
+    b->free_batches = B;
+    b->nfree_batches++;
 }
 
 static void maybe_free_list(tg_barriers_t *b, blist_t *l) {
@@ -342,7 +368,13 @@ static int batch_add(blist_t *l, bwaiter_t *w, int kind, const char *sid, size_t
                      const char *op, size_t olen) {
     batch_t *B = l->pending;
     if (!B) {
-        if (!(B = calloc(1, sizeof *B))) return -1;
+        if ((B = l->b->free_batches)) {
+            l->b->free_batches = B->next;
+            l->b->nfree_batches--;
+            B->next = NULL;
+        } else if (!(B = calloc(1, sizeof *B))) {
+            return -1;
+        }
         l->pending = B;
     }
     if (B->n == B->cap) {
@@ -376,7 +408,7 @@ static int batch_add(blist_t *l, bwaiter_t *w, int kind, const char *sid, size_t
     return 0;
 nomem:
     if (B->n == 0) {                            /* a new batch that holds nothing */
-        batch_free(B);
+        batch_put(l->b, B);
         l->pending = NULL;
     }
     return -1;
@@ -414,19 +446,31 @@ static void send_batch(tg_barriers_t *b, blist_t *l, batch_t *B) {
         if (e.kind == W_WAIT) waits = 1;
     }
     B->n = n;
+    B->ne = ne;
     if (n == 0) {
-        batch_free(B);
+        batch_put(b, B);
         return;
     }
-    int argc = TG_BATCH_HEAD + nt + ne + 2 * nops;
-    const char **argv = malloc((size_t)argc * sizeof *argv);
-    size_t *lens = malloc((size_t)argc * sizeof *lens);
-    char *nums = malloc((size_t)(nt + nops + 1) * 24);
-    tg_batch_head_t *h = malloc(sizeof *h);
+    int argc = TG_BATCH_HEAD + nt + ne + 2 * nops, nnum = nt + nops + 1;
+    if (argc > b->argcap) {
+        const char **v = realloc(b->argv, (size_t)argc * sizeof *v);
+        if (v) b->argv = v;
+        size_t *ls = v ? realloc(b->lens, (size_t)argc * sizeof *ls) : NULL;
+        if (ls) b->lens = ls;
+        if (v && ls) b->argcap = argc;
+    }
+    if (nnum > b->numcap) {
+        char *p = realloc(b->nums, (size_t)nnum * 24);
+        if (p) b->nums = p, b->numcap = nnum;
+    }
+    const char **argv = b->argv;
+    size_t *lens = b->lens;
+    char *nums = b->nums;
+    tg_batch_head_t *h = &b->head;
     char bid[64] = "";
     size_t blen = 0;
     int rc = -1;
-    if (argv && lens && nums && h) {
+    if (argc <= b->argcap && nnum <= b->numcap) {
         /* a batch with an entry that has neither an instance number nor an
          * op id gets an id, so that a resend can tell whether it ran */
         if (anon) blen = (size_t)snprintf(bid, sizeof bid, "tg.batch:%s:%llu", b->pid, ++b->nbid);
@@ -472,16 +516,10 @@ static void send_batch(tg_barriers_t *b, blist_t *l, batch_t *B) {
                                       lens, TG_BATCH_RESEND);
         }
     }
-    free(argv);
-    free(lens);
-    free(nums);
-    free(h);
-    free(B->bytes);                             /* the request has its own copy */
-    B->bytes = NULL;
-    B->blen = B->bcap = 0;
+    B->blen = 0;                                /* the request has its own copy */
     if (rc < 0) {
         batch_closed(l, B);
-        batch_free(B);
+        batch_put(b, B);
         return;
     }
     B->l = l;
@@ -532,8 +570,17 @@ static void on_batch(tg_redis_t *r, const redisReply *rep, void *data, uint64_t 
     if (B->next) B->next->prev = B->prev;
     B->l = NULL;
     long long n0 = 0, n = 0;
-    int ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 && rep->elements % 2 == 0
-          && int_reply(rep->element[0], &n0) == 0 && int_reply(rep->element[1], &n) == 0;
+    size_t np = 0;
+    int ok = 0;
+    if (rep && rep->type == REDIS_REPLY_INTEGER) {    /* every entry new */
+        n = rep->integer;
+        n0 = n - B->ne;
+        ok = 1;
+    } else if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 && rep->elements % 2 == 0
+               && int_reply(rep->element[0], &n0) == 0 && int_reply(rep->element[1], &n) == 0) {
+        np = (rep->elements - 2) / 2;
+        ok = 1;
+    }
     l->busy++;
     if (!rep) {
         batch_closed(l, B);
@@ -548,7 +595,7 @@ static void on_batch(tg_redis_t *r, const redisReply *rep, void *data, uint64_t 
         }
     } else {
         if (n > l->count) l->count = n;
-        size_t np = (rep->elements - 2) / 2, pi = 0;
+        size_t pi = 0;
         long long rank = 0, ei = 0;
         for (int i = 0; i < B->n; i++) {
             bent_t *e = &B->ents[i];
@@ -579,7 +626,7 @@ static void on_batch(tg_redis_t *r, const redisReply *rep, void *data, uint64_t 
         if (b->ndead > 0 && l->head) check_feasible(b, l);
     }
     l->busy--;
-    batch_free(B);
+    batch_put(b, B);
     maybe_free_list(b, l);
 }
 
@@ -1001,6 +1048,14 @@ void tg_barrier_detach(tg_rt_t *rt) {
         b->free = w->next;
         free(w);
     }
+    while (b->free_batches) {
+        batch_t *B = b->free_batches;
+        b->free_batches = B->next;
+        batch_free(B);
+    }
+    free(b->argv);
+    free(b->lens);
+    free(b->nums);
     free(b->P);
     free(b->notify);
     free(b->dead);
