@@ -10,9 +10,11 @@
 -- KEYS[4]  op ids          P:tg:ops:<state>      (hash op id -> seq; batch id -> n0)
 -- ARGV[1]  TTL in seconds for keys this run creates
 -- ARGV[2]  "1": a resend after a lost connection (the first send may have run)
--- ARGV[3]  batch id, or "": given when an entry has neither an instance
---          number nor an op id, so that a resend can tell whether the first
---          send ran (the count before it is recorded under this id)
+-- ARGV[3]  batch id (unique in the run), or "": when the batch has an entry
+--          with neither an instance number nor an op id, or two entries with
+--          one instance number (tasks of one instance), the count before it
+--          is recorded under this id, so that a resend can tell whether the
+--          first send ran and answer exactly as it did
 -- ARGV[4]  t, how many targets follow
 -- ARGV[5]  e, how many entries follow the targets
 -- ARGV[6]  "1" when a plain wait (barrier) is among the targets: the slots
@@ -27,8 +29,10 @@
 --          id, an instance that had entered before a resend); every other
 --          entry gets n0 + its place among those others, in order: new
 --          entries are numbered consecutively in the order they were given.
---          The pairs come in increasing i.  When there is no pair (every
---          entry new: the usual case), just n (n0 is n - e).
+--          The pairs come in increasing i; a resend that found the batch
+--          done (all of it, or an instance's entry) ends them with (0, 0).
+--          When there is no pair (every entry new: the usual case), just n
+--          (n0 is n - e).
 --
 -- Atomic for the reasons enter.lua gives (one count, one membership, one
 -- decision to notify -- a target T is registered only while the count is
@@ -54,6 +58,7 @@ local CHUNK = 4000                       -- values per unpack (Lua 5.1 allows < 
 -- id of a new entry that is the first with it, opname[i] = entry i's op id
 local listed, same, opof, opname
 local k = ne                             -- new entries
+local replayed = false                   -- a resend found entries of this batch done
 
 if nops > 0 then
   -- op ids: one HMGET; an op id with an answer answers its entry
@@ -75,24 +80,25 @@ if nops > 0 then
   end
 end
 
-if resend and bid ~= '' then
-  -- a resend of a batch with an id: did the first send run?
-  local was = redis.call('HGET', KEYS[4], bid)
-  if was then
-    -- it did, and recorded every op id it saw new: answer every entry as
-    -- then.  An op id whose answer is above that n0 got it from that very
-    -- batch: its first entry was new (numbered in order), later ones listed.
-    local n0 = tonumber(was)
-    local out, new = { n0, tonumber(redis.call('GET', KEYS[1]) or '0') or 0 }, {}
-    for i = 1, ne do
-      local s, op = listed and listed[i], opname and opname[i]
-      if s and s > n0 and not new[op] then new[op] = true; s = nil end
-      if s then out[#out + 1] = i; out[#out + 1] = s end
-    end
-    return out
+local was = resend and bid ~= '' and redis.call('HGET', KEYS[4], bid)
+if was then
+  -- a resend, and the first send ran (and recorded every op id it saw
+  -- new): answer every entry as then.  An op id whose answer is above that
+  -- n0 got it from that very batch: its first entry was new (numbered in
+  -- order), later ones were listed.
+  local n0 = tonumber(was)
+  local out, new = { n0, tonumber(redis.call('GET', KEYS[1]) or '0') or 0 }, {}
+  for i = 1, ne do
+    local s, op = listed and listed[i], opname and opname[i]
+    if s and s > n0 and not new[op] then new[op] = true; s = nil end
+    if s then out[#out + 1] = i; out[#out + 1] = s end
   end
+  out[#out + 1] = 0; out[#out + 1] = 0
+  return out
 elseif resend then
-  -- an instance that already entered gets its seq back (as enter.lua)
+  -- no record: the first send did not run, or every entry of it has its
+  -- own instance number, and an instance that already entered gets its seq
+  -- back (as enter.lua)
   listed, same = listed or {}, same or {}
   local get, idx = {}, {}
   for i = 1, ne do
@@ -110,6 +116,7 @@ elseif resend then
   end
   for j, i in ipairs(idx) do
     if r[j] ~= 0 then
+      replayed = true
       listed[i] = r[j]; k = k - 1
       if opof then opof[i] = nil end
     end
@@ -122,27 +129,41 @@ if k > 0 then n = redis.call('INCRBY', KEYS[1], k)
 else n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 end
 local n0 = n - k
 
--- their slots: seq s of instance i in the low 31 bits of slot i
-local ops, m = {}, 0
-if n0 == 0 and k > 0 then ops = { 'SET', 'u1', 0, 0 }; m = 4 end   -- makes the key (slot 0 is nobody's)
--- (a few go straight into the BITFIELD; many are gathered by number first)
+-- their slots: seq s of instance i in the low 31 bits of slot i.  A few
+-- go straight into the BITFIELD; many are gathered by number first.  The
+-- batch needs its record (ARGV[3]) when an entry has neither a number nor
+-- an op id, when a number comes twice, or when its slot already held a seq
+-- (the instance entered before): then its slot cannot tell a resend
+-- whether this batch ran.
+local ops, m, nop = {}, 0, 0             -- BITFIELD arguments, their count, operations
+if n0 == 0 and k > 0 then ops = { 'SET', 'u1', 0, 0 }; m = 4; nop = 1 end  -- makes the key (slot 0 is nobody's)
 local many = k >= 32
 local bysid, lo, hi, nsid = many and {} or nil, nil, nil, 0
-local hset, seqof = (opof or bid ~= '') and {} or nil, opof and {} or nil
+local seen = k > 1 and not many and {} or bysid
+local record = false
+local hset, seqof = {}, opof and {} or nil
+local sidop, nsidop = nop + 1, 0         -- the BITFIELD operations that write slots
 local rank = 0
 for i = 1, ne do
   if not (listed and (listed[i] or same[i])) then
     rank = rank + 1
     local sid = tonumber(ARGV[sb + i])
     if not sid then
-    elseif many then
-      bysid[sid] = n0 + rank
-      nsid = nsid + 1
-      if not lo or sid < lo then lo = sid end
-      if not hi or sid > hi then hi = sid end
+      if not (opof and opof[i]) then record = true end
     else
-      ops[m + 1] = 'SET'; ops[m + 2] = 'u31'; ops[m + 3] = 32 * sid + 1; ops[m + 4] = n0 + rank
-      m = m + 4
+      if seen then
+        if seen[sid] then record = true end
+        if not many then seen[sid] = true end
+      end
+      if many then
+        bysid[sid] = n0 + rank
+        nsid = nsid + 1
+        if not lo or sid < lo then lo = sid end
+        if not hi or sid > hi then hi = sid end
+      else
+        ops[m + 1] = 'SET'; ops[m + 2] = 'u31'; ops[m + 3] = 32 * sid + 1; ops[m + 4] = n0 + rank
+        m = m + 4; nop = nop + 1; nsidop = nsidop + 1
+      end
     end
     if opof and opof[i] then
       hset[#hset + 1] = opof[i]; hset[#hset + 1] = n0 + rank
@@ -150,20 +171,21 @@ for i = 1, ne do
     end
   end
 end
-if not many then
-elseif nsid >= 32 and hi - lo < 4 * nsid then
+if many and nsid >= 32 and hi - lo < 4 * nsid then
   -- many instance numbers close together: rewrite their stretch of slots
   -- at once, each slot's top bit (a registered target) kept
   local s = redis.call('GETRANGE', KEYS[2], 4 * lo, 4 * hi + 3)
   if #s < 4 * (hi - lo + 1) then s = s .. string.rep('\0', 4 * (hi - lo + 1) - #s) end
-  local byte, pack = string.byte, struct.pack
+  local unpack4, pack = struct.unpack, struct.pack
   local pieces, np, from = {}, 0, nil   -- from: start of a stretch of slots kept as they are
   for j = lo, hi do
     local q = bysid[j]
     if q then
       local off = 4 * (j - lo)
       if from then np = np + 1; pieces[np] = string.sub(s, from + 1, off); from = nil end
-      if (byte(s, off + 1) or 0) >= 128 then q = q + 2147483648 end
+      local old = unpack4('>I4', s, off + 1)
+      if old >= 2147483648 then q = q + 2147483648; old = old - 2147483648 end
+      if old ~= 0 then record = true end
       np = np + 1
       pieces[np] = pack('>I4', q)
     elseif not from then
@@ -171,10 +193,10 @@ elseif nsid >= 32 and hi - lo < 4 * nsid then
     end
   end
   redis.call('SETRANGE', KEYS[2], 4 * lo, table.concat(pieces))
-else
+elseif many then
   for sid, q in pairs(bysid) do
     ops[m + 1] = 'SET'; ops[m + 2] = 'u31'; ops[m + 3] = 32 * sid + 1; ops[m + 4] = q
-    m = m + 4
+    m = m + 4; nop = nop + 1; nsidop = nsidop + 1
   end
 end
 
@@ -185,7 +207,7 @@ for j = 1, nt do
   if target then
     if n < target and target <= MAXREG then
       ops[m + 1] = 'SET'; ops[m + 2] = 'u1'; ops[m + 3] = 32 * target; ops[m + 4] = 1
-      m = m + 4
+      m = m + 4; nop = nop + 1
       registered = true
     elseif n0 < target and target <= n then
       reached = true
@@ -199,18 +221,23 @@ local gets = 0
 if not reached and rlo <= rhi and rhi - rlo < 32 and m + 3 * (rhi - rlo + 1) <= CHUNK then
   for i = rlo, rhi do
     ops[m + 1] = 'GET'; ops[m + 2] = 'u1'; ops[m + 3] = 32 * i
-    m = m + 3
+    m = m + 3; nop = nop + 1
     gets = gets + 1
   end
 end
 if m > 0 then
   local r
   if m <= CHUNK then r = redis.call('BITFIELD', KEYS[2], unpack(ops))
-  else
+  else                                   -- (only SETs: 4 values each)
     r = {}
-    for a = 1, m, CHUNK do redis.call('BITFIELD', KEYS[2], unpack(ops, a, math.min(a + CHUNK - 1, m))) end
+    for a = 1, m, CHUNK do
+      for _, v in ipairs(redis.call('BITFIELD', KEYS[2], unpack(ops, a, math.min(a + CHUNK - 1, m)))) do
+        r[#r + 1] = v
+      end
+    end
   end
-  for j = #r - gets + 1, #r do if r[j] == 1 then reached = true end end
+  for j = sidop, sidop + nsidop - 1 do if r[j] ~= 0 then record = true end end
+  for j = nop - gets + 1, nop do if r[j] == 1 then reached = true end end
 end
 if not reached and rlo <= rhi and gets == 0 then
   local s = redis.call('GETRANGE', KEYS[2], 4 * rlo, 4 * rhi + 3) .. '\0\0\0'
@@ -223,8 +250,8 @@ if n0 == 0 and k > 0 then
 elseif waits and registered then
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-if bid ~= '' then hset[#hset + 1] = bid; hset[#hset + 1] = n0 end
-if hset and #hset > 0 then
+if record and bid ~= '' then hset[#hset + 1] = bid; hset[#hset + 1] = n0 end
+if #hset > 0 then
   for a = 1, #hset, CHUNK do redis.call('HSET', KEYS[4], unpack(hset, a, math.min(a + CHUNK - 1, #hset))) end
   redis.call('EXPIRE', KEYS[4], ttl)
 end
@@ -240,4 +267,5 @@ for i = 1, ne do
   if not s and same[i] then s = listed[same[i]] or seqof[same[i]] or 0 end
   if s then out[#out + 1] = i; out[#out + 1] = s end
 end
+if replayed then out[#out + 1] = 0; out[#out + 1] = 0 end
 return out

@@ -133,6 +133,7 @@ struct tg_barriers {
     char pid[16];               /* this process, in batch ids */
     unsigned long long nbid;
     unsigned long long notifies, safety_checks, batches, entries;
+    unsigned long long replays;         /* batches a resend found done (answered as then) */
 };
 
 static void check_feasible(tg_barriers_t *b, blist_t *l);
@@ -430,7 +431,7 @@ static void batch_closed(blist_t *l, batch_t *B) {
 
 /* Send state l's pending batch B as one enter_batch.lua call. */
 static void send_batch(tg_barriers_t *b, blist_t *l, batch_t *B) {
-    int n = 0, ne = 0, nt = 0, nops = 0, waits = 0, anon = 0;
+    int n = 0, ne = 0, nt = 0, nops = 0, waits = 0;
     /* drop the entries whose waiters left; count what goes */
     for (int i = 0; i < B->n; i++) {
         bent_t e = B->ents[i];
@@ -440,7 +441,6 @@ static void send_batch(tg_barriers_t *b, blist_t *l, batch_t *B) {
         if (e.kind != W_WAIT) {
             ne++;
             if (e.op_len) nops++;
-            if (!e.sid_len && !e.op_len) anon = 1;
         }
         if (e.kind != W_SIGNAL) nt++;
         if (e.kind == W_WAIT) waits = 1;
@@ -471,9 +471,9 @@ static void send_batch(tg_barriers_t *b, blist_t *l, batch_t *B) {
     size_t blen = 0;
     int rc = -1;
     if (argc <= b->argcap && nnum <= b->numcap) {
-        /* a batch with an entry that has neither an instance number nor an
-         * op id gets an id, so that a resend can tell whether it ran */
-        if (anon) blen = (size_t)snprintf(bid, sizeof bid, "tg.batch:%s:%llu", b->pid, ++b->nbid);
+        /* the batch's id: the script records it when a resend could not
+         * tell otherwise whether the batch ran (enter_batch.lua) */
+        blen = (size_t)snprintf(bid, sizeof bid, "tg.batch:%s:%llu", b->pid, ++b->nbid);
         /* the targets, each once (a round's entries usually share one) */
         int t = 0;
         size_t np = 0;
@@ -580,6 +580,13 @@ static void on_batch(tg_redis_t *r, const redisReply *rep, void *data, uint64_t 
                && int_reply(rep->element[0], &n0) == 0 && int_reply(rep->element[1], &n) == 0) {
         np = (rep->elements - 2) / 2;
         ok = 1;
+        /* a resend that found its batch done ends with (0, 0) */
+        long long z0, z1;
+        if (np > 0 && int_reply(rep->element[rep->elements - 2], &z0) == 0 && z0 == 0
+            && int_reply(rep->element[rep->elements - 1], &z1) == 0 && z1 == 0) {
+            b->replays++;
+            np--;
+        }
     }
     l->busy++;
     if (!rep) {
@@ -725,16 +732,18 @@ static int l_signal_and_wait(lua_State *L) {
     return join_batch(L, W_ENTER, name, nlen, target, timeout, instances, member, mlen, op, olen);
 }
 
-/* barrier.stats() -> {notifies=, safety_checks=, states=, batches=, entries=} */
+/* barrier.stats() -> {notifies=, safety_checks=, states=, batches=, entries=,
+ * replays=} */
 static int l_stats(lua_State *L) {
     tg_barriers_t *b = tg_ctx(L)->inst->rt->barriers;
     if (!b) return tg_err_raise(L, "closed", "barrier.stats: not connected to Redis");
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushinteger(L, (lua_Integer)b->notifies); lua_setfield(L, -2, "notifies");
     lua_pushinteger(L, (lua_Integer)b->safety_checks); lua_setfield(L, -2, "safety_checks");
     lua_pushinteger(L, (lua_Integer)b->lists.len); lua_setfield(L, -2, "states");
     lua_pushinteger(L, (lua_Integer)b->batches); lua_setfield(L, -2, "batches");
     lua_pushinteger(L, (lua_Integer)b->entries); lua_setfield(L, -2, "entries");
+    lua_pushinteger(L, (lua_Integer)b->replays); lua_setfield(L, -2, "replays");
     return 1;
 }
 
