@@ -19,10 +19,13 @@
 -- ARGV[5]  e, how many entries follow the targets
 -- ARGV[6]  "1" when a plain wait (barrier) is among the targets: the slots
 --          key then gets its TTL whenever a target is registered (await.lua)
--- ARGV[7 .. 6+t]        the targets waited for, by entries and by plain
+-- ARGV[7]  the lowest and ARGV[8] the highest instance number of the
+--          entries, or "" (they tell whether the slots are written as one
+--          stretch)
+-- ARGV[9 .. 8+t]        the targets waited for, by entries and by plain
 --                       waits (repeats allowed)
--- ARGV[7+t .. 6+t+e]    entry i's instance number (global_seq), or ""
--- ARGV[7+t+e ..]        pairs (i, op id) for the entries that have an op id
+-- ARGV[9+t .. 8+t+e]    entry i's instance number (global_seq), or ""
+-- ARGV[9+t+e ..]        pairs (i, op id) for the entries that have an op id
 -- Reply:   {n0, n, i1, s1, i2, s2, ...}: the count was n0 before this
 --          batch's new entries and is n after them; entry ij's seq is sj (an
 --          op id that already had an answer, a second entry with the same op
@@ -47,7 +50,9 @@
 -- are not registered (see enter.lua).
 local ttl, resend, bid = ARGV[1], ARGV[2] == '1', ARGV[3]
 local nt, ne, waits = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
-local sb = 6 + nt                        -- ARGV[6 + j]: target j; ARGV[sb + i]: entry i's sid
+local slo, shi = tonumber(ARGV[7]), tonumber(ARGV[8])
+local tb = 8                             -- ARGV[tb + j]: target j
+local sb = tb + nt                       -- ARGV[sb + i]: entry i's sid
 local ob = sb + ne                       -- ARGV[ob + 2j - 1], ARGV[ob + 2j]: entry index, op id
 local nops = (#ARGV - ob) / 2
 local MAXREG = 1000000
@@ -129,17 +134,19 @@ if k > 0 then n = redis.call('INCRBY', KEYS[1], k)
 else n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 end
 local n0 = n - k
 
--- their slots: seq s of instance i in the low 31 bits of slot i.  A few
--- go straight into the BITFIELD; many are gathered by number first.  The
--- batch needs its record (ARGV[3]) when an entry has neither a number nor
--- an op id, when a number comes twice, or when its slot already held a seq
--- (the instance entered before): then its slot cannot tell a resend
+-- their slots: seq s of instance i in the low 31 bits of slot i: one
+-- SET u31 each in the BITFIELD, or -- many instance numbers close together
+-- (an in-process run's) -- their stretch of slots rewritten at once with
+-- GETRANGE + SETRANGE, each slot's top bit (a registered target) kept.
+-- The batch needs its record (ARGV[3]) when an entry has neither a number
+-- nor an op id, when a number comes twice, or when its slot already held a
+-- seq (the instance entered before): then its slot cannot tell a resend
 -- whether this batch ran.
 local ops, m, nop = {}, 0, 0             -- BITFIELD arguments, their count, operations
 if n0 == 0 and k > 0 then ops = { 'SET', 'u1', 0, 0 }; m = 4; nop = 1 end  -- makes the key (slot 0 is nobody's)
-local many = k >= 32
-local bysid, lo, hi, nsid = many and {} or nil, nil, nil, 0
-local seen = k > 1 and not many and {} or bysid
+local stretch = k >= 32 and slo and shi and slo >= 1 and shi - slo < 4 * k and shi - slo < 4000000
+local at = stretch and {} or nil         -- at[sid - slo + 1] = its seq, then its slot's 4 bytes
+local seen = not stretch and k > 1 and {} or nil
 local record = false
 local hset, seqof = {}, opof and {} or nil
 local sidop, nsidop = nop + 1, 0         -- the BITFIELD operations that write slots
@@ -150,20 +157,17 @@ for i = 1, ne do
     local sid = tonumber(ARGV[sb + i])
     if not sid then
       if not (opof and opof[i]) then record = true end
+    elseif at then
+      local p = sid - slo + 1
+      if at[p] then record = true end
+      at[p] = n0 + rank
     else
       if seen then
         if seen[sid] then record = true end
-        if not many then seen[sid] = true end
+        seen[sid] = true
       end
-      if many then
-        bysid[sid] = n0 + rank
-        nsid = nsid + 1
-        if not lo or sid < lo then lo = sid end
-        if not hi or sid > hi then hi = sid end
-      else
-        ops[m + 1] = 'SET'; ops[m + 2] = 'u31'; ops[m + 3] = 32 * sid + 1; ops[m + 4] = n0 + rank
-        m = m + 4; nop = nop + 1; nsidop = nsidop + 1
-      end
+      ops[m + 1] = 'SET'; ops[m + 2] = 'u31'; ops[m + 3] = 32 * sid + 1; ops[m + 4] = n0 + rank
+      m = m + 4; nop = nop + 1; nsidop = nsidop + 1
     end
     if opof and opof[i] then
       hset[#hset + 1] = opof[i]; hset[#hset + 1] = n0 + rank
@@ -171,39 +175,38 @@ for i = 1, ne do
     end
   end
 end
-if many and nsid >= 32 and hi - lo < 4 * nsid then
-  -- many instance numbers close together: rewrite their stretch of slots
-  -- at once, each slot's top bit (a registered target) kept
-  local s = redis.call('GETRANGE', KEYS[2], 4 * lo, 4 * hi + 3)
-  if #s < 4 * (hi - lo + 1) then s = s .. string.rep('\0', 4 * (hi - lo + 1) - #s) end
-  local unpack4, pack = struct.unpack, struct.pack
-  local pieces, np, from = {}, 0, nil   -- from: start of a stretch of slots kept as they are
-  for j = lo, hi do
-    local q = bysid[j]
-    if q then
-      local off = 4 * (j - lo)
-      if from then np = np + 1; pieces[np] = string.sub(s, from + 1, off); from = nil end
-      local old = unpack4('>I4', s, off + 1)
-      if old >= 2147483648 then q = q + 2147483648; old = old - 2147483648 end
-      if old ~= 0 then record = true end
-      np = np + 1
-      pieces[np] = pack('>I4', q)
-    elseif not from then
-      from = 4 * (j - lo)
+if at then
+  local len = shi - slo + 1
+  local s = redis.call('GETRANGE', KEYS[2], 4 * slo, 4 * shi + 3)
+  local pack = struct.pack
+  if not string.find(s, '[^%z]') then
+    -- nothing there yet (a new state's first batch): no slot to keep
+    for p = 1, len do
+      local q = at[p]
+      at[p] = q and pack('>I4', q) or '\0\0\0\0'
+    end
+  else
+    if #s < 4 * len then s = s .. string.rep('\0', 4 * len - #s) end
+    local unpack4 = struct.unpack
+    for p = 1, len do
+      local q = at[p]
+      if q then
+        local old = unpack4('>I4', s, 4 * p - 3)
+        if old >= 2147483648 then q = q + 2147483648; old = old - 2147483648 end
+        if old ~= 0 then record = true end
+        at[p] = pack('>I4', q)
+      else
+        at[p] = string.sub(s, 4 * p - 3, 4 * p)
+      end
     end
   end
-  redis.call('SETRANGE', KEYS[2], 4 * lo, table.concat(pieces))
-elseif many then
-  for sid, q in pairs(bysid) do
-    ops[m + 1] = 'SET'; ops[m + 2] = 'u31'; ops[m + 3] = 32 * sid + 1; ops[m + 4] = q
-    m = m + 4; nop = nop + 1; nsidop = nsidop + 1
-  end
+  redis.call('SETRANGE', KEYS[2], 4 * slo, table.concat(at))
 end
 
 -- targets: register those above the count; does this batch reach one?
 local reached, registered = false, false
 for j = 1, nt do
-  local target = tonumber(ARGV[6 + j])
+  local target = tonumber(ARGV[tb + j])
   if target then
     if n < target and target <= MAXREG then
       ops[m + 1] = 'SET'; ops[m + 2] = 'u1'; ops[m + 3] = 32 * target; ops[m + 4] = 1

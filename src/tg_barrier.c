@@ -493,14 +493,24 @@ static void send_batch(tg_barriers_t *b, blist_t *l, batch_t *B) {
         }
         nt = t;
         argc = TG_BATCH_HEAD + nt + ne + 2 * nops;
-        /* the entries' instance numbers, then (i, op id) pairs */
+        /* the entries' instance numbers (and their range: the script
+         * writes many close ones as one stretch), then (i, op id) pairs */
         int a = TG_BATCH_HEAD + nt, o = a + ne, ei = 0;
+        long long lo = LLONG_MAX, hi = LLONG_MIN;
         for (int i = 0; i < n; i++) {
             bent_t *e = &B->ents[i];
             if (e->kind == W_WAIT) continue;
             ei++;
             argv[a] = B->bytes ? B->bytes + e->sid_off : "";
             lens[a++] = e->sid_len;
+            long long sid = 0;
+            const char *d = B->bytes ? B->bytes + e->sid_off : "";
+            uint32_t j = 0;
+            while (j < e->sid_len && j < 18 && d[j] >= '0' && d[j] <= '9') sid = sid * 10 + (d[j++] - '0');
+            if (j > 0 && j == e->sid_len) {
+                if (sid < lo) lo = sid;
+                if (sid > hi) hi = sid;
+            }
             if (e->op_len) {
                 argv[o] = nums + np;
                 lens[o++] = (size_t)snprintf(nums + np, 24, "%d", ei);
@@ -509,7 +519,7 @@ static void send_batch(tg_barriers_t *b, blist_t *l, batch_t *B) {
                 lens[o++] = e->op_len;
             }
         }
-        if (tg_batch_head(h, b->P, b->plen, l->name, l->nlen, b->rt->ttl, bid, blen, nt, ne, waits) == 0) {
+        if (tg_batch_head(h, b->P, b->plen, l->name, l->nlen, b->rt->ttl, bid, blen, nt, ne, waits, lo, hi) == 0) {
             memcpy(argv, h->argv, sizeof h->argv);
             memcpy(lens, h->lens, sizeof h->lens);
             rc = tg_redis_eval_marked(b->r, TG_SCRIPT_ENTER_BATCH, on_batch, B, 0, TG_BATCH_NKEYS, argc, argv,

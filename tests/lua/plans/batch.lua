@@ -25,17 +25,18 @@ function cases.rounds(env)
   local me = env.global_seq
   sync.signal_and_wait("r0", n, { timeout = 30 })
   local b0 = bc.stats().batches
+  local seqs = {}
   for r = 1, R do
-    local seq
     if r % 3 == 0 and me % 2 == 1 then
-      seq = sync.signal_entry("r" .. r)
+      seqs[r] = sync.signal_entry("r" .. r)
       sync.barrier("r" .. r, n, { timeout = 30 })
     else
-      seq = sync.signal_and_wait("r" .. r, n, { timeout = 30 })
+      seqs[r] = sync.signal_and_wait("r" .. r, n, { timeout = 30 })
     end
-    call("HSET", k .. ":r" .. r, me, seq)
   end
-  if me == 1 then call("SET", k .. ":batches", bc.stats().batches - b0) end
+  local batches = bc.stats().batches - b0
+  for r = 1, R do call("HSET", k .. ":r" .. r, me, seqs[r]) end
+  if me == 1 then call("SET", k .. ":batches", batches) end
   sync.signal_and_wait("end", n, { timeout = 30 })
 end
 
