@@ -79,7 +79,9 @@ struct tg_task {
     int ok;                     /* outcome of the last wait: 1 values, 0 error */
     int nresume;                /* values pushed on co for the next resume */
     uint64_t token;             /* bumped by every wait; stale callbacks see a mismatch */
-    const char *what;           /* what the current wait waits for (static or task-owned) */
+    const char *what;           /* what the current wait waits for (whatbuf, or the caller's for
+                                 * tg_wait_begin_ref): meaningful from tg_wait_begin until the
+                                 * wait ends (tg_wait_done, the abort's message), not after */
     char whatbuf[160];
     double timeout;             /* seconds of the current wait */
     int by_deadline;            /* the wait had no timeout of its own */
