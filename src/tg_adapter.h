@@ -5,9 +5,13 @@
  * a connect fails; this one hands poll errors to hiredis, so that hiredis
  * notices the failure and calls back everything that waits.
  *
- * Ownership: the adapter's poll handle belongs to the context.  When hiredis
- * frees the context it calls our cleanup, which closes the handle; the
- * handle's close callback frees the adapter.  The caller never frees it.
+ * Output is written as soon as it is queued (after the read callbacks that
+ * queued it, else just before the loop polls), not on a writability event:
+ * see tg_adapter.c.
+ *
+ * Ownership: the adapter's poll and prepare handles belong to the context.
+ * When hiredis frees the context it calls our cleanup, which closes both;
+ * the second close callback frees the adapter.  The caller never frees it.
  */
 #ifndef TG_ADAPTER_H
 #define TG_ADAPTER_H

@@ -153,16 +153,17 @@ static int l_down(lua_State *L) {
     return 1;
 }
 
-/* redis.stats() -> {commands=, xreads=, unblocks=, reloads=, inflight=} */
+/* redis.stats() -> {commands=, xreads=, unblocks=, reloads=, inflight=, reconnects=} */
 static int l_stats(lua_State *L) {
     tg_redis_t *r = tg_call_redis(L, "redis.stats");
     const tg_redis_stats_t *s = tg_redis_stats(r);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushinteger(L, (lua_Integer)s->commands); lua_setfield(L, -2, "commands");
     lua_pushinteger(L, (lua_Integer)s->xreads); lua_setfield(L, -2, "xreads");
     lua_pushinteger(L, (lua_Integer)s->unblocks); lua_setfield(L, -2, "unblocks");
     lua_pushinteger(L, (lua_Integer)s->reloads); lua_setfield(L, -2, "reloads");
     lua_pushinteger(L, (lua_Integer)tg_redis_inflight(r)); lua_setfield(L, -2, "inflight");
+    lua_pushinteger(L, (lua_Integer)tg_redis_reconnects(r)); lua_setfield(L, -2, "reconnects");
     return 1;
 }
 

@@ -34,7 +34,27 @@ int tg_rt_init(tg_rt_t *rt, uv_loop_t *loop) {
     rt->next_task_id = 1;
     int rc = uv_idle_init(loop, &rt->idle);
     rt->idle.data = rt;
+    if (rc == 0) rc = uv_timer_init(loop, &rt->deadline_timer);
+    rt->deadline_timer.data = rt;
     return rc;
+}
+
+int tg_rt_on_drained(tg_rt_t *rt, void (*fn)(void *data), void *data) {
+    if (rt->ndrained >= (int)(sizeof rt->drained / sizeof rt->drained[0])) return -1;
+    rt->drained[rt->ndrained].fn = fn;
+    rt->drained[rt->ndrained].data = data;
+    rt->ndrained++;
+    return 0;
+}
+
+void tg_rt_off_drained(tg_rt_t *rt, void (*fn)(void *data), void *data) {
+    for (int i = 0; i < rt->ndrained; i++) {
+        if (rt->drained[i].fn == fn && rt->drained[i].data == data) {
+            memmove(&rt->drained[i], &rt->drained[i + 1], (size_t)(rt->ndrained - i - 1) * sizeof rt->drained[0]);
+            rt->ndrained--;
+            return;
+        }
+    }
 }
 
 void tg_rt_interrupt(tg_rt_t *rt, const char *why) {
@@ -138,6 +158,8 @@ void tg_rt_close(tg_rt_t *rt) {
     }
     if (!uv_is_closing((uv_handle_t *)&rt->idle))
         uv_close((uv_handle_t *)&rt->idle, NULL);
+    if (!uv_is_closing((uv_handle_t *)&rt->deadline_timer))
+        uv_close((uv_handle_t *)&rt->deadline_timer, NULL);
 }
 
 tg_ctx_t *tg_ctx(lua_State *L) {
@@ -436,6 +458,8 @@ static void drain(uv_idle_t *h) {
         tg_task_unref(t);                       /* queue's reference */
         t = next;
     }
+    /* The turn's tasks ran: what they gathered goes out now, once. */
+    for (int i = 0; i < rt->ndrained; i++) rt->drained[i].fn(rt->drained[i].data);
     if (!rt->ready_head && !rt->warnings) uv_idle_stop(&rt->idle);
 }
 
@@ -489,8 +513,36 @@ static void on_deadline(uv_timer_t *h) {
     if (t && t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_TIMEOUT);
 }
 
-tg_task_t *tg_wait_begin(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
-                         const char *what) {
+/* The run's deadline came: end every wait that only it bounded. */
+static void on_run_deadline(uv_timer_t *h) {
+    tg_rt_t *rt = h->data;
+    for (tg_inst_t *inst = rt->insts; inst; inst = inst->next)
+        for (tg_task_t *t = inst->tasks; t; t = t->next)
+            if (t->state == TG_TASK_WAITING && t->on_run_deadline) tg_wait_abort(t, TG_ABORT_TIMEOUT);
+}
+
+static void arm_run_deadline(tg_rt_t *rt) {
+    uv_update_time(rt->loop);
+    double ms = ceil((rt->deadline - tg_rt_now()) * 1000);
+    if (!(ms > 0)) ms = 0;
+    uv_timer_start(&rt->deadline_timer, on_run_deadline, ms < 1.8e19 ? (uint64_t)ms : UINT64_MAX, 0);
+    rt->deadline_armed = rt->deadline;
+}
+
+/* The wait of t no longer needs a timer: it ended, or it is about to get
+ * one of its own (tg_wait_extend). */
+static void untime(tg_task_t *t) {
+    if (t->on_run_deadline) {                   /* (its own timer was not started) */
+        tg_rt_t *rt = t->ctx.inst->rt;
+        t->on_run_deadline = 0;
+        if (--rt->deadline_waits == 0) uv_timer_stop(&rt->deadline_timer);
+    } else if (t->timer) {
+        uv_timer_stop(t->timer);
+    }
+}
+
+static tg_task_t *wait_begin(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                             const char *what, int copy) {
     tg_ctx_t *c = tg_ctx(L);
     tg_task_t *t = c->task;
     if (!t || t->co != L)
@@ -507,8 +559,14 @@ tg_task_t *tg_wait_begin(lua_State *L, int kind, const char *name, size_t nlen, 
     t->state = TG_TASK_WAITING;
     t->abort = NULL;
     t->abort_data = NULL;
-    snprintf(t->whatbuf, sizeof t->whatbuf, "%s", what);
-    t->what = t->whatbuf;
+    if (copy) {
+        size_t n = strnlen(what, sizeof t->whatbuf - 1);
+        memcpy(t->whatbuf, what, n);
+        t->whatbuf[n] = '\0';
+        t->what = t->whatbuf;
+    } else {
+        t->what = what;
+    }
     /* Every wait ends by the run's deadline: its own timeout, unless that
      * is later (math.huge included) -- then the deadline, and the message
      * says so. */
@@ -518,16 +576,37 @@ tg_task_t *tg_wait_begin(lua_State *L, int kind, const char *name, size_t nlen, 
     t->by_deadline = timeout < 0 || !(timeout <= left);
     if (t->by_deadline) timeout = left;
     t->timeout = timeout;
+    tg_rt_t *rt = c->inst->rt;
+    if (t->by_deadline && !c->inst->case_over) {
+        /* the runtime's one deadline timer ends it (re-armed when the
+         * deadline moved earlier: an interrupt) */
+        t->on_run_deadline = 1;
+        rt->deadline_waits++;
+        if (!uv_is_active((uv_handle_t *)&rt->deadline_timer) || rt->deadline < rt->deadline_armed)
+            arm_run_deadline(rt);
+        return t;
+    }
     /* The loop's clock is cached; plan code may have run (or blocked in
      * os.execute) for a while since the loop last looked. */
-    uv_update_time(c->inst->rt->loop);
+    uv_update_time(rt->loop);
     double ms = ceil(timeout * 1000);
     uv_timer_start(t->timer, on_deadline, ms < 1.8e19 ? (uint64_t)ms : UINT64_MAX, 0);
     return t;
 }
 
+tg_task_t *tg_wait_begin(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                         const char *what) {
+    return wait_begin(L, kind, name, nlen, timeout, what, 1);
+}
+
+tg_task_t *tg_wait_begin_ref(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                             const char *what) {
+    return wait_begin(L, kind, name, nlen, timeout, what, 0);
+}
+
 void tg_wait_extend(tg_task_t *t, double secs) {
     if (!t->timer) return;
+    untime(t);
     uv_update_time(t->ctx.inst->rt->loop);
     uv_timer_start(t->timer, on_deadline, (uint64_t)ceil(secs * 1000), 0);
 }
@@ -592,7 +671,7 @@ static void trace_end(tg_task_t *t, int ok, int nvalues) {
 
 void tg_wait_done(tg_task_t *t, int ok, int nvalues) {
     if (t->span.id) trace_end(t, ok, nvalues);
-    if (t->timer) uv_timer_stop(t->timer);
+    untime(t);
     t->abort = NULL;
     t->ok = ok;
     t->nresume = nvalues;
@@ -728,6 +807,7 @@ void tg_inst_abandon_tasks(tg_inst_t *inst) {
             tg_abort_fn fn = t->abort;
             t->abort = NULL;
             if (fn) fn(t, TG_ABORT_SHUTDOWN);
+            if (t->state == TG_TASK_WAITING) untime(t);
         }
     }
     while (inst->tasks) {

@@ -26,11 +26,18 @@
  *  - Each task waits on at most one thing at a time.  A wait has a kind
  *    (tg_wait_kind_t, tg_trace.h) and a name, a deadline (its own timeout,
  *    else the run's deadline) and an optional abort hook that unregisters
- *    it from whatever would have completed it.
+ *    it from whatever would have completed it.  A wait with a timeout of
+ *    its own arms its task's timer; waits bounded only by the run's
+ *    deadline share one runtime timer (deadline_timer), so that a thousand
+ *    waiters cost no timer operation each.
  *  - Every wait begins in tg_wait_begin and ends in tg_wait_done (where
  *    tg_wait_deliver, tg_wait_fail and every abort end up): those two are
  *    where a traced instance (tg_inst_t.trace) records the wait's span, so
  *    no primitive traces itself.
+ *  - A turn of the loop: the drain resumes every task that was ready when
+ *    it began, then runs the functions registered with tg_rt_on_drained.
+ *    Units that gather what tasks asked for during a turn (tg_barrier's
+ *    batches) send it from there, once per turn.
  */
 #ifndef TG_RT_H
 #define TG_RT_H
@@ -79,7 +86,9 @@ struct tg_task {
     int ok;                     /* outcome of the last wait: 1 values, 0 error */
     int nresume;                /* values pushed on co for the next resume */
     uint64_t token;             /* bumped by every wait; stale callbacks see a mismatch */
-    const char *what;           /* what the current wait waits for (static or task-owned) */
+    const char *what;           /* what the current wait waits for (whatbuf, or the caller's for
+                                 * tg_wait_begin_ref): meaningful from tg_wait_begin until the
+                                 * wait ends (tg_wait_done, the abort's message), not after */
     char whatbuf[160];
     double timeout;             /* seconds of the current wait */
     int by_deadline;            /* the wait had no timeout of its own */
@@ -89,6 +98,8 @@ struct tg_task {
     int kind;                   /* tg_wait_kind_t of the current (or last) wait */
     tg_span_t span;             /* its span in the instance's trace; id 0: not traced */
     uv_timer_t *timer;          /* deadline timer, reused across waits */
+    int on_run_deadline;        /* the wait is bounded by the run's deadline alone: the
+                                 * runtime's one deadline timer ends it, t->timer is idle */
     tg_task_t *next_ready;
     tg_task_t *prev, *next;     /* the instance's list of live tasks */
     tg_task_t *joiners;         /* tasks waiting in task:join() on this one */
@@ -147,6 +158,14 @@ struct tg_rt {
     tg_svc_t *svc;              /* tg_svc.c, when a sync service is used */
     void (*flush)(void *);      /* push queued I/O to the sockets now ... */
     void *flush_data;           /* ... of this (the transport) */
+    struct tg_drained {         /* run at the end of every drain (tg_rt_on_drained) */
+        void (*fn)(void *data);
+        void *data;
+    } drained[4];
+    int ndrained;
+    uv_timer_t deadline_timer;  /* ends every wait bounded only by the run's deadline */
+    int deadline_waits;         /* such waits pending; the timer runs while there are any */
+    double deadline_armed;      /* the deadline it was armed for */
     int warnings;               /* instances with queued warnings */
     double deadline;            /* tg_rt_now() value at which the run ends */
     uint64_t next_task_id;
@@ -190,6 +209,13 @@ void tg_rt_hook(lua_State *L, lua_Debug *ar);
 void tg_rt_interrupt(tg_rt_t *rt, const char *why);
 /* Monotonic seconds. */
 double tg_rt_now(void);
+/* Run fn(data) at the end of every drain of the ready queue, after the
+ * tasks of that turn were resumed (they may have queued work for fn to
+ * send) and before the loop polls for I/O.  fn may queue requests and end
+ * waits; it must not resume tasks.  At most 4 such functions; 0, or -1 when
+ * full.  tg_rt_off_drained removes one (by fn and data). */
+int tg_rt_on_drained(tg_rt_t *rt, void (*fn)(void *data), void *data);
+void tg_rt_off_drained(tg_rt_t *rt, void (*fn)(void *data), void *data);
 
 /* ---- instances -------------------------------------------------------- */
 
@@ -229,11 +255,18 @@ void tg_task_cancel(tg_task_t *t);
 /* Start a wait in the running task of L: kind (tg_wait_kind_t) and name
  * (nlen bytes: the state, topic, resource, address, program ...) say what
  * it waits for in the instance's trace; what says it in messages
- * ("barrier 'ready'") and is copied.  timeout < 0 means the run's
+ * ("barrier 'ready'") and is copied (at most 159 bytes) into the task;
+ * t->what is what the wait's messages name.  timeout < 0 means the run's
  * deadline.  Raises a "invalid" error when L is not a task's own
  * coroutine, and "cancelled" when the task was cancelled. */
 tg_task_t *tg_wait_begin(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
                          const char *what);
+/* The same without the copy: t->what = what, which must stay readable (a
+ * C string, not necessarily the same text) while the task waits -- memory
+ * the caller keeps for the wait, such as a pooled record.  For waits that
+ * many tasks begin at once (barriers). */
+tg_task_t *tg_wait_begin_ref(lua_State *L, int kind, const char *name, size_t nlen, double timeout,
+                             const char *what);
 /* Install the abort hook of the current wait. */
 void tg_wait_on_abort(tg_task_t *t, tg_abort_fn fn, void *data);
 /* Re-arm the deadline of t's wait to secs from now (a deferring abort hook

@@ -32,6 +32,39 @@ int tg_enter_args(tg_enter_args_t *e, const char *P, size_t plen, const char *na
     return 0;
 }
 
+int tg_batch_head(tg_batch_head_t *h, const char *P, size_t plen, const char *name, size_t nlen,
+                  const char *ttl, const char *bid, size_t blen, int nt, int ne, int waits,
+                  long long lo, long long hi) {
+    size_t *l = h->lens;
+    const char **v = h->argv;
+    l[0] = KEY(h->state, TG_KEY_STATE, name, nlen);
+    l[1] = KEY(h->members, TG_KEY_MEMBERS, name, nlen);
+    l[2] = KEY(h->notify, TG_KEY_NOTIFY, NULL, 0);
+    l[3] = KEY(h->ops, TG_KEY_OPS, name, nlen);
+    for (int i = 0; i < TG_BATCH_NKEYS; i++)
+        if (l[i] >= TG_KEY_MAX) return -1;
+    v[0] = h->state;
+    v[1] = h->members;
+    v[2] = h->notify;
+    v[3] = h->ops;
+    v[4] = ttl; l[4] = strlen(ttl);
+    v[TG_BATCH_RESEND] = ""; l[TG_BATCH_RESEND] = 0;
+    v[6] = bid; l[6] = blen;
+    l[7] = (size_t)snprintf(h->nt, sizeof h->nt, "%d", nt); v[7] = h->nt;
+    l[8] = (size_t)snprintf(h->ne, sizeof h->ne, "%d", ne); v[8] = h->ne;
+    v[9] = waits ? "1" : ""; l[9] = waits ? 1 : 0;
+    if (lo <= hi) {
+        l[10] = (size_t)snprintf(h->lo, sizeof h->lo, "%lld", lo);
+        l[11] = (size_t)snprintf(h->hi, sizeof h->hi, "%lld", hi);
+    } else {
+        h->lo[0] = h->hi[0] = '\0';
+        l[10] = l[11] = 0;
+    }
+    v[10] = h->lo;
+    v[11] = h->hi;
+    return 0;
+}
+
 int tg_await_args(tg_await_args_t *a, const char *P, size_t plen, const char *name, size_t nlen,
                   long long target, const char *ttl) {
     size_t *l = a->lens;

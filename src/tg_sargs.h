@@ -1,6 +1,6 @@
 /*
  * tg_sargs.h -- the argument vectors of the server-side scripts that states
- * and topics run: enter.lua, await.lua and publish.lua (each script's
+ * and topics run: enter.lua, enter_batch.lua, await.lua and publish.lua (each script's
  * header says what its arguments mean).  The one place that knows their
  * order, used by tg_barrier and tg_topic (tgrun instances) and tg_serve
  * (the sync service); coord.lua's vector is tg_coord_argv.
@@ -33,6 +33,30 @@ typedef struct tg_enter_args {
  * id).  0, or -1 when a key would not fit. */
 int tg_enter_args(tg_enter_args_t *e, const char *P, size_t plen, const char *name, size_t nlen,
                   long long target, const char *ttl, const char *sid, size_t sidlen, const char *op, size_t oplen);
+
+/* enter_batch.lua: KEYS state, members, notify, ops; ARGV ttl, resend,
+ * batch id, t, e, waits, lowest and highest instance number; then t
+ * targets, e instance numbers, and one (i, op id) pair per entry i that has
+ * an op id.  tg_batch_head fills the first TG_BATCH_HEAD arguments; the
+ * caller appends the rest in that order. */
+#define TG_BATCH_NKEYS 4
+#define TG_BATCH_HEAD 12        /* arguments before the targets */
+#define TG_BATCH_RESEND 5       /* argv index of ARGV[2], "1" on a resend */
+typedef struct tg_batch_head {
+    char state[TG_KEY_MAX], members[TG_KEY_MAX], notify[TG_KEY_MAX], ops[TG_KEY_MAX];
+    char nt[24], ne[24], lo[24], hi[24];
+    const char *argv[TG_BATCH_HEAD];
+    size_t lens[TG_BATCH_HEAD];
+} tg_batch_head_t;
+
+/* The head of a batch for state name (nlen bytes) of the run with prefix P:
+ * bid (blen bytes, may be empty) the batch id, nt targets and ne entries
+ * follow, waits says whether a plain wait is among the targets, lo..hi the
+ * entries' instance numbers (lo > hi: none).  0, or -1 when a key would not
+ * fit. */
+int tg_batch_head(tg_batch_head_t *h, const char *P, size_t plen, const char *name, size_t nlen,
+                  const char *ttl, const char *bid, size_t blen, int nt, int ne, int waits,
+                  long long lo, long long hi);
 
 /* await.lua: KEYS state, members; ARGV target, ttl. */
 #define TG_AWAIT_NKEYS 2

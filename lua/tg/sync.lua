@@ -30,10 +30,17 @@ local sync = {}
 -- configuration -- global_seq arrives after start-up -- is read per call)
 local config = core.config
 
-local function member()
-  local seq = config().global_seq
+-- (made once: with a thousand instances in a process, a string per call
+-- is measurable)
+local member_seq, member_str = nil, ""
+local function member(c)
+  local seq = (c or config()).global_seq
   return seq and tostring(seq) or ""
 end
+
+local type, tointeger = type, math.tointeger
+
+local type, tointeger = type, math.tointeger
 
 -- The run's instance count when the wait should fail fast with peer_failed
 -- once it can no longer complete; 0 when opts.tolerate_failures says the
@@ -56,26 +63,34 @@ end
 -- sync.signal_entry(state [, opts]) -> seq: enter state; seq is the arrival
 -- order.  opts.op_id makes a retry return the first answer.
 function sync.signal_entry(state, opts)
-  check.name("signal_entry", "state", state)
-  return backend.barrier.signal(state, member(), op_id("signal_entry", opts))
+  if type(state) ~= "string" or state == "" then check.name("signal_entry", "state", state) end
+  return backend.barrier.signal(state, member(), opts == nil and "" or op_id("signal_entry", opts))
 end
 
 -- sync.barrier(state, target [, opts]): wait until target instances entered.
 function sync.barrier(state, target, opts)
-  check.name("barrier", "state", state)
-  target = check.count("barrier", "target", target, 0)
-  local timeout = check.timeout("barrier", opts)
-  if target == 0 then return end
-  backend.barrier.wait(state, target, timeout, failure_check(opts))
+  if type(state) ~= "string" or state == "" then check.name("barrier", "state", state) end
+  local n = type(target) == "number" and tointeger(target)
+  if not n or n < 0 then n = check.count("barrier", "target", target, 0) end
+  local timeout = opts == nil and -1 or check.timeout("barrier", opts)
+  if n == 0 then return end
+  backend.barrier.wait(state, n, timeout, failure_check(opts))
 end
 
 -- sync.signal_and_wait(state, target [, opts]) -> seq: enter, then wait.
 -- One script call: the entry and the registration of the target are atomic.
+-- (The checks run as calls only when an argument is bad: this is the call
+-- that a thousand instances of a process make in one turn.)
 function sync.signal_and_wait(state, target, opts)
-  check.name("signal_and_wait", "state", state)
-  target = check.count("signal_and_wait", "target", target, 0)
+  if type(state) ~= "string" or state == "" then check.name("signal_and_wait", "state", state) end
+  local n = type(target) == "number" and tointeger(target)
+  if not n or n < 0 then n = check.count("signal_and_wait", "target", target, 0) end
+  if opts == nil then
+    local c = config()
+    return backend.barrier.signal_and_wait(state, n, -1, c.instance_count or 0, member(c), "")
+  end
   local timeout = check.timeout("signal_and_wait", opts)
-  return backend.barrier.signal_and_wait(state, target, timeout, failure_check(opts), member(),
+  return backend.barrier.signal_and_wait(state, n, timeout, failure_check(opts), member(),
     op_id("signal_and_wait", opts))
 end
 
