@@ -274,12 +274,6 @@ static int owner_alive(const char *owner) {
 
 /* ---- cleaning up a run ------------------------------------------------------ */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    remove(path);
-    return 0;
-}
-
 /* Stop the run's private redis-server (its pid in <tmpdir>/redis.pid, if
  * that process is still the one started there) and remove the folder. */
 static void clean_tmpdir(const char *tmpdir) {
@@ -305,7 +299,7 @@ static void clean_tmpdir(const char *tmpdir) {
             kill((pid_t)pid, SIGKILL);
         }
     }
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tg_rm_tree(tmpdir, "/tgrun-");
 }
 
 #define RM_CHUNK 16             /* containers per `docker rm`: each one's removal is heavy I/O */

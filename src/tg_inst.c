@@ -15,6 +15,7 @@
 #include "tg_coord.h"
 #include "tg_embedded.h"
 #include "tg_event.h"
+#include "tg_fs.h"
 #include "tg_json.h"
 #include "tg_keys.h"
 #include "tg_redis.h"
@@ -47,6 +48,19 @@ static int l_config(lua_State *L) {
 static int l_state(lua_State *L) {
     tg_space_state(L, luaL_checkstring(L, 1));
     return 1;
+}
+
+/* tg.core.mkdir_p(path) -> true | nil, message: make the folder and its
+ * parents (an existing folder is fine). */
+static int l_mkdir_p(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    if (tg_mkdir_p(path) == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot make folder %s: %s", path, strerror(errno));
+    return 2;
 }
 
 /* tg.core.plan() -> what the plan's top level returned for this instance
@@ -207,6 +221,7 @@ static const luaL_Reg inst_funcs[] = {
     {"state", l_state},
     {"on", l_on},
     {"plan", l_plan},
+    {"mkdir_p", l_mkdir_p},
     {"stats", l_stats},
     {"memory_limit", l_memory_limit},
     {"exe_path", l_exe_path},

@@ -254,7 +254,7 @@ int tg_local_run(const tg_opts_t *o) {
     }
 out_loop:
     tg_redisd_stop(&r->redisd);
-    if (r->tmpdir[0]) tg_rm_tmpdir(r->tmpdir);
+    if (r->tmpdir[0]) tg_rm_tree(r->tmpdir, "/tgrun-");
     /* last: the containers and the network, checked gone; then the watchdog is dismissed */
     if (r->dk && tg_docker_teardown(r->dk) != 0 && status == 0) status = 1;
     uv_run(&r->loop, UV_RUN_DEFAULT);

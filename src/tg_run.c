@@ -26,6 +26,7 @@
 #include "tg_redis.h"
 #include "tg_rfc3339.h"
 #include "tg_scalar.h"
+#include "tg_fs.h"
 #include "tg_session.h"
 #include "tg_space.h"
 #include "tg_svc.h"
@@ -50,52 +51,6 @@ void tg_die_with_parent(long parent) {
 const char *tg_env_or(const char *name, const char *dflt) {
     const char *v = getenv(name);
     return v && *v ? v : dflt;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    remove(path);
-    return 0;
-}
-
-void tg_rm_tmpdir(const char *path) {
-    if (strstr(path, "/tgrun-")) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* mkdir, where an existing directory is fine and anything else there is not. */
-static int mkdir_one(const char *path) {
-    struct stat st;
-    if (mkdir(path, 0755) == 0) return 0;
-    if (errno != EEXIST) return -1;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
-    errno = ENOTDIR;
-    return -1;
-}
-
-/* The usual case -- the parent is there (the next instance of a group) --
- * is one mkdir; only a missing parent walks up. */
-static int mkdir_p(char *buf) {
-    if (mkdir(buf, 0755) == 0) return 0;
-    if (errno == ENOENT) {
-        char *slash = strrchr(buf, '/');
-        if (!slash || slash == buf) return mkdir_one(buf);
-        *slash = '\0';
-        int rc = mkdir_p(buf);
-        *slash = '/';
-        if (rc < 0) return -1;
-    }
-    return mkdir_one(buf);
-}
-
-int tg_mkdir_p(const char *path) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    size_t n = strlen(buf);
-    while (n > 1 && buf[n - 1] == '/') buf[--n] = '\0';
-    return mkdir_p(buf);
 }
 
 int tg_find_on_path(const char *name, char *out, size_t len) {
@@ -200,6 +155,10 @@ int tg_run_configure(tg_inst_t *inst, const tg_run_t *run, const tg_instcfg_t *i
     cfg_int(L, "group_instance_count", ic->group_instance_count);
     cfg_str(L, "outputs_path", ic->outputs);
     cfg_str(L, "temp_path", ic->temp);
+    if (ic->temp_lazy) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "temp_lazy");
+    }
     lua_pushboolean(L, ic->sidecar);
     lua_setfield(L, -2, "sidecar");
     cfg_str(L, "subnet", ic->subnet ? ic->subnet : tg_env_or("TEST_SUBNET", "127.1.0.0/16"));
@@ -733,7 +692,7 @@ int tg_run_single(const tg_opts_t *o) {
     status = tg_run_result(inst);
 out:
     tg_run_shutdown(&rt);
-    if (own_temp) tg_rm_tmpdir(tmpbuf);
+    if (own_temp) tg_rm_tree(tmpbuf, "/tgrun-");
     tg_run_free(&run);
     return status;
 }

@@ -23,6 +23,7 @@
 #define TG_RUN_H
 
 #include "tg_addr.h"
+#include "tg_fs.h"
 #include "tg_params.h"
 #include "tg_rt.h"
 
@@ -83,15 +84,11 @@ typedef struct tg_instcfg {
     const char *name;           /* the runner's "group[index]" (TG_INSTANCE_NAME), or NULL */
     const char *subnet;         /* the data network; NULL: TEST_SUBNET, else loopback */
     int quiet_stdout;           /* in-process runs on a terminal: only failures print */
+    int temp_lazy;              /* temp is not made yet: env.temp_path makes it on first use */
 } tg_instcfg_t;
 
 /* Print "tgrun: <message>" on stderr and return 2. */
 int tg_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Remove a temp folder that tgrun made (its name holds "/tgrun-"; any
- * other path is left alone) with everything in it. */
-void tg_rm_tmpdir(const char *path);
-/* mkdir -p.  0 or -1 (errno set). */
-int tg_mkdir_p(const char *path);
 /* Have the kernel send this process SIGTERM when its parent (pid parent)
  * ends; exit at once if it has ended already. */
 void tg_die_with_parent(long parent);

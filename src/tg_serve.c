@@ -900,12 +900,6 @@ static int parse_opts(int argc, char **argv, serve_opts_t *o) {
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    remove(path);
-    return 0;
-}
-
 /* Listen on the options' address; prints the line that says where. */
 static int start_listening(srv_t *s) {
     struct sockaddr_storage ss;
@@ -1029,7 +1023,7 @@ out:
         tg_redis_close(s->r);
     }
     tg_redisd_stop(&s->redisd);
-    if (s->tmpdir[0] && strstr(s->tmpdir, "/tgrun-serve-")) nftw(s->tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (s->tmpdir[0]) tg_rm_tree(s->tmpdir, "/tgrun-serve-");
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0) fprintf(stderr, "tgrun serve: internal: handles left open at exit\n");
     tg_sbuf_free(&s->out);

@@ -8,7 +8,20 @@ local core = require "tg.core"
 local json = require "tg.json"
 
 local Env = {}
-Env.__index = Env
+-- env.temp_path of an in-process instance is made when first asked for
+-- (ten thousand instances, ten thousand folders, most never used); its
+-- path is in env._temp until then
+Env.__index = function(self, k)
+  if k == "temp_path" then
+    local p = rawget(self, "_temp")
+    if p == nil then return nil end
+    local ok, err = core.mkdir_p(p)
+    if not ok then error(core.error("io", "env.temp_path: " .. err), 2) end
+    rawset(self, "temp_path", p)
+    return p
+  end
+  return Env[k]
+end
 
 local function bad(fmt, ...)
   error(core.error("bad_param", fmt:format(...)), 3)
@@ -143,7 +156,8 @@ function M.new(cfg)
     run_id = cfg.run_id, plan = cfg.plan, case = cfg.case,
     instance_count = cfg.instance_count, group_id = cfg.group_id,
     group_instance_count = cfg.group_instance_count,
-    params = params, outputs_path = cfg.outputs_path, temp_path = cfg.temp_path,
+    params = params, outputs_path = cfg.outputs_path,
+    temp_path = not cfg.temp_lazy and cfg.temp_path or nil, _temp = cfg.temp_lazy and cfg.temp_path or nil,
     sidecar = cfg.sidecar, subnet = cfg.subnet, start_time = cfg.start_time, ip = cfg.ip,
     start_time_ns = cfg.start_time_ns,
   }, Env)

@@ -29,7 +29,7 @@ end
 
 for _, mode in ipairs({ "inproc", "processes" }) do
   describe("instances of one run (" .. mode .. ")", function()
-    for _, case in ipairs({ "globals", "libraries", "coroutines", "params" }) do
+    for _, case in ipairs({ "globals", "libraries", "coroutines", "params", "temp" }) do
       it("keep their own " .. case, function()
         local r = run(case, mode)
         assert.equal(0, r.code, r.stdout .. r.stderr)

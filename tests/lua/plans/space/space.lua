@@ -119,6 +119,24 @@ function cases.modules(env)
   print("ok modules " .. seq)
 end
 
+-- env.temp_path is there and the instance's own (in-process, it is made
+-- when first asked for)
+function cases.temp(env)
+  local seq = all(env, "start")
+  if core.config().temp_lazy then
+    assert(rawget(env, "temp_path") == nil, "the temp folder was made before anyone asked")
+    assert(not io.open(rawget(env, "_temp") .. "/probe", "w"), "the temp folder is there before anyone asked")
+  end
+  local f = assert(io.open(env.temp_path .. "/probe", "w"))
+  f:write(seq)
+  f:close()
+  all(env, "written")
+  f = assert(io.open(env.temp_path .. "/probe"))
+  assert(f:read("a") == tostring(seq), "another instance wrote into this temp folder")
+  f:close()
+  print("ok temp " .. seq)
+end
+
 -- one instance fails and one calls os.exit: the others succeed
 function cases.failures(env)
   local seq = all(env, "start")
