@@ -22,7 +22,7 @@
 FROM debian:12 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      build-essential cmake pkg-config liblua5.4-dev libhiredis-dev libuv1-dev \
+      build-essential cmake pkg-config liblua5.4-dev libhiredis-dev libuv1-dev libwslay-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -44,7 +44,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DTG_WERROR=OFF >/dev/n
 FROM debian:12-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      liblua5.4-0 libhiredis0.14 libuv1 iproute2 iptables libcap2-bin \
+      liblua5.4-0 libhiredis0.14 libuv1 libwslay1 iproute2 iptables libcap2-bin \
  && setcap cap_net_admin+ep /usr/sbin/tc \
  && setcap cap_net_admin,cap_net_raw+ep "$(readlink -f /usr/sbin/iptables)" \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
