@@ -22,6 +22,7 @@
  */
 #include "tg_redis.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -641,6 +642,24 @@ int tg_redis_eval(tg_redis_t *r, int script, tg_redis_cb cb, void *data, uint64_
 
 void tg_redis_flush(tg_redis_t *r) {
     if (r && r->state == TG_REDIS_UP && r->cmd.ac && r->cmd.connected) redisAsyncHandleWrite(r->cmd.ac);
+}
+
+/* Everything the socket of c holds now: hiredis reads 16 KB per call (and
+ * the loop one call per turn), so thousands of replies that a busy turn
+ * left waiting take many reads.  Bounded, in case they keep coming. */
+static void read_all(conn_t *c) {
+    for (int i = 0; i < 4096; i++) {
+        if (!c->ac || !c->connected) return;        /* a callback may drop it (EOF) */
+        struct pollfd p = {.fd = c->ac->c.fd, .events = POLLIN};
+        if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) return;
+        redisAsyncHandleRead(c->ac);
+    }
+}
+
+void tg_redis_catch_up(tg_redis_t *r) {
+    if (!r || r->closing) return;
+    read_all(&r->cmd);
+    read_all(&r->blk);
 }
 
 const char *tg_redis_down(const tg_redis_t *r) {

@@ -94,6 +94,14 @@ int tg_redis_set_probe(tg_redis_t *r, int argc, const char **argv, const size_t 
 /* Push queued requests to the socket now (a long turn of the loop). */
 void tg_redis_flush(tg_redis_t *r);
 
+/* Read and dispatch what has already arrived on the connections, without
+ * waiting: replies and notifications that a long turn of plan code (the
+ * loop busy resuming thousands of instances) left unread in the socket.
+ * The runtime calls it before it declares a wait timed out, so that a
+ * timeout means "no answer came", not "the loop did not look".  Not from
+ * inside a transport callback. */
+void tg_redis_catch_up(tg_redis_t *r);
+
 /* NULL while connected or reconnecting, else why not ("lost the
  * connection to Redis at host:port (...)"). */
 const char *tg_redis_down(const tg_redis_t *r);

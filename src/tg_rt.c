@@ -508,14 +508,29 @@ void tg_task_cancel(tg_task_t *t) {
 
 /* ---- waits -------------------------------------------------------------- */
 
+/* Before a timeout is declared: the answers that have arrived but were not
+ * read yet.  libuv runs timers before it polls, so after a turn that kept
+ * the loop busy for longer than a wait's timeout (the end of 20,000
+ * in-process instances) the timer would fire with its reply already in the
+ * socket.  Once per turn of the loop (uv_now is the turn's clock). */
+static void catch_up(tg_rt_t *rt) {
+    uint64_t now = uv_now(rt->loop) + 1;
+    if (!rt->catch_up || rt->caught_up_at == now) return;
+    rt->caught_up_at = now;
+    rt->catch_up(rt->catch_up_data);
+}
+
 static void on_deadline(uv_timer_t *h) {
     tg_task_t *t = h->data;
-    if (t && t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_TIMEOUT);
+    if (!t || t->state != TG_TASK_WAITING) return;
+    catch_up(t->ctx.inst->rt);
+    if (t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_TIMEOUT);
 }
 
 /* The run's deadline came: end every wait that only it bounded. */
 static void on_run_deadline(uv_timer_t *h) {
     tg_rt_t *rt = h->data;
+    catch_up(rt);
     for (tg_inst_t *inst = rt->insts; inst; inst = inst->next)
         for (tg_task_t *t = inst->tasks; t; t = t->next)
             if (t->state == TG_TASK_WAITING && t->on_run_deadline) tg_wait_abort(t, TG_ABORT_TIMEOUT);

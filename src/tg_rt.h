@@ -158,6 +158,9 @@ struct tg_rt {
     tg_svc_t *svc;              /* tg_svc.c, when a sync service is used */
     void (*flush)(void *);      /* push queued I/O to the sockets now ... */
     void *flush_data;           /* ... of this (the transport) */
+    void (*catch_up)(void *);   /* read what already arrived, before a timeout is declared ... */
+    void *catch_up_data;        /* ... on this (the transport) */
+    uint64_t caught_up_at;      /* uv_now() of the last catch-up + 1 (0: none yet) */
     struct tg_drained {         /* run at the end of every drain (tg_rt_on_drained) */
         void (*fn)(void *data);
         void *data;

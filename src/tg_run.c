@@ -424,6 +424,10 @@ static void flush_redis(void *data) {
     tg_redis_flush(data);
 }
 
+static void catch_up_redis(void *data) {
+    tg_redis_catch_up(data);
+}
+
 /* After a reconnect: is the run's marker still there?  A Redis that
  * restarted without persistence has lost every key of the run. */
 static int probe_marker(void *data, const redisReply *rep, char *why, size_t n) {
@@ -518,6 +522,8 @@ int tg_run_connect(tg_rt_t *rt, const tg_run_t *run, const tg_redis_addr_t *addr
     tg_redis_start_reading(rt->redis);
     rt->flush = flush_redis;
     rt->flush_data = rt->redis;
+    rt->catch_up = catch_up_redis;
+    rt->catch_up_data = rt->redis;
     return 0;
 }
 
@@ -540,6 +546,7 @@ void tg_run_shutdown(tg_rt_t *rt) {
      * while the units it may unregister from are still there */
     if (rt->L) lua_gc(rt->L, LUA_GCCOLLECT);
     rt->flush = NULL;
+    rt->catch_up = NULL;
     /* Units first (no waiter is left: the instances are gone), then the
      * transport: its pending callbacks run with NULL and touch only their
      * own data. */

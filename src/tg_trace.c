@@ -119,6 +119,7 @@ struct tg_tracer {
     wjob_t *job;                /* the last job handed to the pool, until reported back */
     int jobs;                   /* jobs not yet reported back */
     int freeing, timer_closed;  /* tg_tracer_free was called; its timer is closed */
+    uint64_t takes;             /* jobs taken so far (each trace's slot_take says in which) */
 };
 
 struct tg_trace {
@@ -129,7 +130,8 @@ struct tg_trace {
     int created;                /* a job has (or will have) created the file */
     int fd;                     /* kept open between writes when the tracer allows, else -1 */
     int broken;                 /* cannot be written: its records are skipped */
-    int slot;                   /* its index in the job being taken and written (-1: none) */
+    int slot;                   /* its index in the job being taken and written ... */
+    uint64_t slot_take;         /* ... when slot_take is that job's take (tc->takes) */
 };
 
 static const char *const kind_names[TG_WAIT_NKINDS] = {
@@ -694,8 +696,10 @@ static wjob_t *take(tg_tracer_t *tc) {
         return NULL;
     }
     /* which traces: one pass over the records, each trace counted once
-     * (slot -1 until this pass meets it) */
-    for (tg_trace_t *tr = tc->head; tr; tr = tr->next) tr->slot = -1;
+     * (its slot is this job's once slot_take says so).  Not a pass over
+     * every trace: an instance that ends flushes, and 100,000 instances
+     * ending one by one made that quadratic (minutes at the end of a run). */
+    uint64_t take_no = ++tc->takes;
     int n = 0, cap = 0;
     target_t *g = NULL;
     for (size_t off = 0; off < tc->len;) {
@@ -703,7 +707,7 @@ static wjob_t *take(tg_tracer_t *tc) {
         memcpy(&r, tc->buf + off, sizeof r);
         off += sizeof r + r.alen + r.blen;
         tg_trace_t *tr = r.tr;
-        if (tr->slot >= 0) continue;
+        if (tr->slot_take == take_no) continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             target_t *ng = realloc(g, (size_t)cap * sizeof *g);
@@ -717,6 +721,7 @@ static wjob_t *take(tg_tracer_t *tc) {
         }
         memset(&g[n], 0, sizeof g[n]);
         tr->slot = n;
+        tr->slot_take = take_no;
         g[n].tr = tr;
         g[n].fd = tr->fd;
         g[n].skip = tr->broken;

@@ -256,6 +256,42 @@ describe("instances killed, stopped or busy", function()
     -- the loop could not beat: the heartbeat thread did, on its own connection
     assert.is_true(num(srv.cli("GET " .. k .. ":thread_beats")) >= 1)
   end)
+
+  it("replies that came while plan code kept the loop past their calls' timeout are replies, not timeouts", function()
+    -- libuv runs timers before it reads sockets, and hiredis reads 16 KB
+    -- at a time: without reading all that had arrived, the calls below
+    -- "timed out" with their answers in the socket (at the end of 20,000
+    -- in-process instances most outcomes were lost so).  Redis answers
+    -- 2,000 GETs (~220 KB) after 0.1 s, the calls' bound is 0.5 s, and
+    -- plan code keeps the loop for 1.5 s; a call that got no answer still
+    -- times out.
+    local srv = h.redis_server({ debug = true })
+    local plan = h.tmpdir() .. "/busy.lua"
+    h.write(plan, [[
+local tg, redis = require "tg", require "tg.redis"
+return function(env)
+  redis.call({ "SET", "busy:v", string.rep("v", 100) }, 5)
+  local tasks = { tg.spawn(function() return redis.call({ "DEBUG", "SLEEP", "0.1" }, 0.5, "DEBUG SLEEP") end) }
+  for i = 1, 2000 do
+    tasks[#tasks + 1] = tg.spawn(function() return redis.call({ "GET", "busy:v" }, 0.5, "GET") end)
+  end
+  tg.sleep(0.02)                              -- all sent; Redis is sleeping
+  local t0 = os.clock()
+  while os.clock() - t0 < 1.5 do end          -- a busy 1.5 s, no yield
+  local bad = 0
+  for _, t in ipairs(tasks) do
+    local ok, r = pcall(t.join, t)
+    if not ok then bad = bad + 1; print("lost: " .. tostring(r)) end
+  end
+  assert(bad == 0, bad .. " of " .. #tasks .. " calls timed out with their reply in the socket")
+  local ok2, e = pcall(redis.call, { "DEBUG", "SLEEP", "0.5" }, 0.2, "DEBUG SLEEP")
+  assert(not ok2 and tostring(e):find("timed out after 0.2 s", 1, true), tostring(e))
+end
+]])
+    local r = h.run({ plan }, { REDIS_HOST = "127.0.0.1", REDIS_PORT = tostring(srv.port) })
+    assert.equal(0, r.code, r.stdout:sub(-2000) .. r.stderr)
+    assert.matches('"success_event"', r.stdout)
+  end)
 end)
 
 describe("many waiters in one process", function()
