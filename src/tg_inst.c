@@ -320,7 +320,7 @@ tg_inst_t *tg_inst_new(tg_rt_t *rt) {
     if (!inst) return NULL;
     inst->rt = rt;
     inst->ctx.inst = inst;
-    inst->self_ref = LUA_NOREF;
+    inst->self_ref = inst->config_ref = LUA_NOREF;
     if (tg_space_open(rt, c_modules, l_os_exit) < 0 || tg_space_enter(inst) < 0) {
         free(inst);
         return NULL;

@@ -125,6 +125,8 @@ struct tg_inst {
     tg_trace_t *trace;          /* what it waited for (NULL: not traced); closed by tg_inst_free.
                                    Here, in the first cache line with rt: every wait reads it */
     int self_ref;               /* registry ref of its self table (tg_space.h) */
+    int config_ref;             /* registry ref of self.config: core.config() is on every
+                                   sync call's path, and self is a cold line by then */
     uint64_t rand[4];           /* its math.random generator */
     int rand_seeded;
     int exited;                 /* the plan called os.exit */
