@@ -256,10 +256,13 @@ static int l_dofile(lua_State *L) {
 }
 
 /* Mark thread co as the caller's instance's (its extra space was copied
- * from the main thread, which belongs to nobody). */
+ * from the main thread, which belongs to nobody), with the count hook (a
+ * task's own coroutine, which it copied that from too, may have none:
+ * tg_rt.h). */
 static void mark_thread(lua_State *L, lua_State *co) {
     tg_inst_t *inst = inst_of(L);
     *(tg_ctx_t **)lua_getextraspace(co) = inst ? &inst->ctx : tg_ctx(L);
+    tg_rt_hook_thread(co);
 }
 
 static int l_cocreate(lua_State *L) {
@@ -774,8 +777,9 @@ int tg_space_open(tg_rt_t *rt, const luaL_Reg *preload, lua_CFunction exit_fn) {
         return -1;
     }
     /* plan code that never yields still meets the deadline and signals;
-     * every thread inherits the hook from the one it was made from */
-    lua_sethook(L, tg_rt_hook, LUA_MASKCOUNT, 10000);
+     * every thread inherits the hook from the one it was made from (the
+     * tasks' own coroutines drop it: the watch of tg_rt.c hooks them) */
+    tg_rt_hook_thread(L);
     rt->L = L;
     return 0;
 }
