@@ -643,7 +643,8 @@ static tg_task_t *wait_begin(lua_State *L, int kind, const char *name, size_t nl
     if (c->inst->dead_why && !c->inst->case_over)     /* (recording its outcome still may) */
         tg_err_raise(L, "dead", "%s: this instance was declared dead by the run: %s", what, c->inst->dead_why);
     t->kind = kind;
-    if (c->inst->trace) t->span = tg_trace_begin(c->inst->rt->tracer, c->inst->trace, kind, t->id, name, nlen);
+    uint64_t hr = uv_hrtime();                  /* (one clock read: the span's and the deadline's) */
+    if (c->inst->trace) t->span = tg_trace_begin(c->inst->rt->tracer, c->inst->trace, kind, t->id, name, nlen, hr);
     t->token++;
     t->state = TG_TASK_WAITING;
     t->abort = NULL;
@@ -660,7 +661,7 @@ static tg_task_t *wait_begin(lua_State *L, int kind, const char *name, size_t nl
      * is later (math.huge included) -- then the deadline, and the message
      * says so. */
     /* (once the case is over, recording its outcome gets a few seconds more) */
-    double left = c->inst->rt->deadline + (c->inst->case_over ? TG_RECORD_GRACE : 0) - tg_rt_now();
+    double left = c->inst->rt->deadline + (c->inst->case_over ? TG_RECORD_GRACE : 0) - (double)hr / 1e9;
     if (left < 0) left = 0;
     t->by_deadline = timeout < 0 || !(timeout <= left);
     if (t->by_deadline) timeout = left;
