@@ -214,10 +214,10 @@ void tg_rt_close(tg_rt_t *rt);
  * second exits at once.  A plain sigaction handler (not uv_signal), so that
  * a signal is noticed while plan code holds the loop. */
 void tg_rt_handle_signals(tg_rt_t *rt);
-/* The Lua hook every instance's state runs every few thousand
- * instructions: it ends plan code that has run for 0.1 s without yielding
- * while the run is interrupted or past its deadline, and plan code of an
- * instance that ended (declared dead, os.exit). */
+/* The count hook (every 10,000 instructions; on which threads: see the
+ * top of this file): it ends plan code that has run for 0.1 s without
+ * yielding while the run is interrupted or past its deadline, and plan code
+ * of an instance that ended (declared dead, os.exit). */
 void tg_rt_hook(lua_State *L, lua_Debug *ar);
 /* Give thread L that hook (the state's main thread, a plan's coroutines). */
 void tg_rt_hook_thread(lua_State *L);
