@@ -80,7 +80,11 @@ static void watch_init(tg_rt_t *rt) {
     ev.sigev_notify = SIGEV_THREAD_ID;
     ev.sigev_signo = WATCH_SIG;
     ev.sigev_value.sival_ptr = rt;
-    ev._sigev_un._tid = gettid();               /* (glibc names it sigev_notify_thread_id from 2.41 on) */
+#ifdef sigev_notify_thread_id                   /* (musl, glibc from 2.41 on) */
+    ev.sigev_notify_thread_id = gettid();
+#else
+    ev._sigev_un._tid = gettid();
+#endif
     rt->watch_ok = timer_create(CLOCK_MONOTONIC, &ev, &rt->watch) == 0;
 }
 
