@@ -655,6 +655,22 @@ static const char *state_arg(lua_State *L, int idx, size_t *len) {
     return s;
 }
 
+/* The member argument at idx: the instance's number as an integer (sync.lua
+ * passes it so: a string made per call is an allocation, a string-table
+ * probe and garbage, a thousand times a round) written into buf, or a
+ * string as it is. */
+static const char *member_arg(lua_State *L, int idx, char *buf, size_t *len) {
+    if (!lua_isinteger(L, idx)) return luaL_checklstring(L, idx, len);
+    lua_Integer v = lua_tointeger(L, idx);
+    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+    char tmp[24], *p = tmp + sizeof tmp;
+    do *--p = (char)('0' + u % 10); while ((u /= 10));
+    if (v < 0) *--p = '-';
+    *len = (size_t)(tmp + sizeof tmp - p);
+    memcpy(buf, p, *len);
+    return buf;
+}
+
 /* Register a waiter of kind for state name and queue its entry (or plain
  * wait) in the state's batch of this turn; yield.  The waiter is
  * registered before anything is sent. */
@@ -709,11 +725,12 @@ static int join_batch(lua_State *L, int kind, const char *name, size_t nlen, lua
 }
 
 /* barrier.signal(state, member, op_id) -> seq.  Yields: enter state without
- * waiting (sync.signal_entry). */
+ * waiting (sync.signal_entry; member: the instance's number, or ""). */
 static int l_signal(lua_State *L) {
     size_t nlen, mlen, olen;
+    char mbuf[24];
     const char *name = state_arg(L, 1, &nlen);
-    const char *member = luaL_checklstring(L, 2, &mlen);
+    const char *member = member_arg(L, 2, mbuf, &mlen);
     const char *op = luaL_checklstring(L, 3, &olen);
     return join_batch(L, W_SIGNAL, name, nlen, 0, -1, 0, member, mlen, op, olen);
 }
@@ -734,11 +751,12 @@ static int l_wait(lua_State *L) {
  * -> seq.  Yields: enter, then wait; one entry of the state's batch. */
 static int l_signal_and_wait(lua_State *L) {
     size_t nlen, mlen, olen;
+    char mbuf[24];
     const char *name = state_arg(L, 1, &nlen);
     lua_Integer target = luaL_checkinteger(L, 2);
     double timeout = luaL_checknumber(L, 3);
     lua_Integer instances = luaL_checkinteger(L, 4);
-    const char *member = luaL_checklstring(L, 5, &mlen);
+    const char *member = member_arg(L, 5, mbuf, &mlen);
     const char *op = luaL_checklstring(L, 6, &olen);
     return join_batch(L, W_ENTER, name, nlen, target, timeout, instances, member, mlen, op, olen);
 }

@@ -161,6 +161,7 @@ static int l_case_over(lua_State *L) {
 static int l_os_exit(lua_State *L) {
     tg_inst_t *inst = tg_ctx(L)->inst;
     inst->exited = 1;
+    tg_rt_doom(inst);
     const char *arg = lua_isnoneornil(L, 1) ? "" : luaL_tolstring(L, 1, NULL);
     return tg_err_raise(L, "exit", "the plan called os.exit(%s): an instance ends by returning from its case "
                         "(success) or by raising an error (failure), not by exiting the process", arg);
@@ -320,7 +321,7 @@ tg_inst_t *tg_inst_new(tg_rt_t *rt) {
     if (!inst) return NULL;
     inst->rt = rt;
     inst->ctx.inst = inst;
-    inst->self_ref = LUA_NOREF;
+    inst->self_ref = inst->config_ref = LUA_NOREF;
     if (tg_space_open(rt, c_modules, l_os_exit) < 0 || tg_space_enter(inst) < 0) {
         free(inst);
         return NULL;

@@ -2,6 +2,7 @@
  * tg_rt.c -- the loop, the ready queue, tasks and waits.  See tg_rt.h for the
  * ownership rules; the short version is that only drain() resumes tasks.
  */
+#define _GNU_SOURCE                     /* gettid, SIGEV_THREAD_ID */
 #include "tg_rt.h"
 
 #include <fcntl.h>
@@ -16,6 +17,10 @@
 
 #define TASK_META "tg.task"
 #define TG_RECORD_GRACE 5.0     /* s past the deadline to record an outcome */
+#define TG_HOOK_COUNT 10000     /* instructions between two calls of the hook */
+#define WATCH_SIG SIGALRM       /* the watch's signal (a plan has no alarm()) */
+#define WATCH_FIRST_MS 100      /* a drain that ran this long ... */
+#define WATCH_EVERY_MS 50       /* ... is looked at this often */
 #define ERROR_META "tg.error"
 
 static void drain(uv_idle_t *h);
@@ -27,6 +32,79 @@ double tg_rt_now(void) {
     return (double)uv_hrtime() / 1e9;
 }
 
+/* ---- the watch ----------------------------------------------------------
+ *
+ * A count hook costs Lua a stop at every instruction and every return,
+ * whether it has anything to do or not, and the code of a thousand waiters
+ * resumed in a row is where that shows.  So the tasks' coroutines run
+ * without it, and the watch gives it to the one that needs it: a POSIX
+ * timer, armed while a drain runs, signals the loop's own thread (so the
+ * handler runs between two of its instructions, as lua.c's Ctrl-C handler
+ * does; lua_sethook is meant to be called so); when the task being resumed
+ * has run for WATCH_FIRST_MS, its coroutine gets the hook, which from then
+ * on does what it always did.  The hook's first look comes up to
+ * WATCH_EVERY_MS later than it would have.  Without a timer (timer_create
+ * failed) every thread keeps the hook. */
+
+static void hook_task(tg_task_t *t) {
+    t->hooked = 1;
+    lua_sethook(t->co, tg_rt_hook, LUA_MASKCOUNT, TG_HOOK_COUNT);
+}
+
+void tg_rt_hook_thread(lua_State *L) {
+    lua_sethook(L, tg_rt_hook, LUA_MASKCOUNT, TG_HOOK_COUNT);
+}
+
+static void on_watch(int sig, siginfo_t *si, void *uc) {
+    (void)sig; (void)uc;
+    if (si->si_code != SI_TIMER) return;        /* not ours (kill -ALRM) */
+    tg_rt_t *rt = si->si_value.sival_ptr;
+    tg_task_t *t = rt->running;
+    if (t && !t->hooked && rt->resumed_at && uv_hrtime() - rt->resumed_at >= WATCH_FIRST_MS * 1000000ull)
+        hook_task(t);
+}
+
+static void watch_init(tg_rt_t *rt) {
+    static int handled;
+    if (!handled) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_watch;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_SIGINFO | SA_RESTART;
+        if (sigaction(WATCH_SIG, &sa, NULL) != 0) return;
+        handled = 1;
+    }
+    struct sigevent ev;
+    memset(&ev, 0, sizeof ev);
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = WATCH_SIG;
+    ev.sigev_value.sival_ptr = rt;
+#ifdef sigev_notify_thread_id                   /* (musl, glibc from 2.41 on) */
+    ev.sigev_notify_thread_id = gettid();
+#else
+    ev._sigev_un._tid = gettid();
+#endif
+    rt->watch_ok = timer_create(CLOCK_MONOTONIC, &ev, &rt->watch) == 0;
+}
+
+/* Arm (on) or disarm the watch: around the resumes of a drain. */
+static void watch(tg_rt_t *rt, int on) {
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (on) {
+        its.it_value.tv_nsec = WATCH_FIRST_MS * 1000000L;
+        its.it_interval.tv_nsec = WATCH_EVERY_MS * 1000000L;
+    }
+    if (rt->watch_ok) timer_settime(rt->watch, 0, &its, NULL);
+}
+
+void tg_rt_doom(tg_inst_t *inst) {
+    inst->doomed = 1;
+    tg_task_t *t = inst->rt->running;
+    if (t && t->ctx.inst == inst && !t->hooked) hook_task(t);
+}
+
 int tg_rt_init(tg_rt_t *rt, uv_loop_t *loop) {
     memset(rt, 0, sizeof *rt);
     rt->loop = loop;
@@ -36,6 +114,7 @@ int tg_rt_init(tg_rt_t *rt, uv_loop_t *loop) {
     rt->idle.data = rt;
     if (rc == 0) rc = uv_timer_init(loop, &rt->deadline_timer);
     rt->deadline_timer.data = rt;
+    if (rc == 0) watch_init(rt);
     return rc;
 }
 
@@ -149,6 +228,10 @@ void tg_rt_close(tg_rt_t *rt) {
         rt->L = NULL;
     }
     tg_pool_free(&rt->pool);
+    if (rt->watch_ok) {
+        timer_delete(rt->watch);
+        rt->watch_ok = 0;
+    }
     if (rt->signals_on) {
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
@@ -423,9 +506,16 @@ static void resume(tg_task_t *t) {
     t->state = TG_TASK_RUNNING;
     rt->running = t;
     rt->resumed_at = uv_hrtime();
+    if (t->ctx.inst->doomed && !t->hooked) hook_task(t);
     int st = lua_resume(co, t->ctx.inst->L, nargs, &nres);
     rt->running = NULL;
     rt->resumed_at = 0;
+    /* (a doomed instance's keeps it: its count must run on across resumes
+     * of code that catches every error and yields a few instructions later) */
+    if (t->hooked && rt->watch_ok && !t->ctx.inst->doomed) {
+        t->hooked = 0;
+        lua_sethook(co, NULL, 0, 0);
+    }
     if (st == LUA_YIELD) {
         lua_pop(co, nres);
         /* A bare coroutine.yield() in a task body lets the others run, like
@@ -445,7 +535,8 @@ static void drain(uv_idle_t *h) {
     }
     tg_task_t *t = rt->ready_head;
     rt->ready_head = rt->ready_tail = NULL;     /* later arrivals wait for the next turn */
-    int resumed = 0;
+    int resumed = 0, watched = t != NULL;
+    if (watched) watch(rt, 1);
     while (t) {
         tg_task_t *next = t->next_ready;
         t->next_ready = NULL;
@@ -458,6 +549,7 @@ static void drain(uv_idle_t *h) {
         tg_task_unref(t);                       /* queue's reference */
         t = next;
     }
+    if (watched) watch(rt, 0);
     /* The turn's tasks ran: what they gathered goes out now, once. */
     for (int i = 0; i < rt->ndrained; i++) rt->drained[i].fn(rt->drained[i].data);
     if (!rt->ready_head && !rt->warnings) uv_idle_stop(&rt->idle);
@@ -481,6 +573,7 @@ tg_task_t *tg_task_spawn(lua_State *L, int nargs, const char *name) {
     t->results_ref = LUA_NOREF;
 
     lua_State *co = lua_newthread(L);           /* fn args co */
+    if (inst->rt->watch_ok) lua_sethook(co, NULL, 0, 0);   /* (the watch hooks it when needed) */
     t->co = co;
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* fn args */
     lua_xmove(L, co, nargs + 1);
@@ -569,7 +662,8 @@ static tg_task_t *wait_begin(lua_State *L, int kind, const char *name, size_t nl
     if (c->inst->dead_why && !c->inst->case_over)     /* (recording its outcome still may) */
         tg_err_raise(L, "dead", "%s: this instance was declared dead by the run: %s", what, c->inst->dead_why);
     t->kind = kind;
-    if (c->inst->trace) t->span = tg_trace_begin(c->inst->rt->tracer, c->inst->trace, kind, t->id, name, nlen);
+    uint64_t hr = uv_hrtime();                  /* (one clock read: the span's and the deadline's) */
+    if (c->inst->trace) t->span = tg_trace_begin(c->inst->rt->tracer, c->inst->trace, kind, t->id, name, nlen, hr);
     t->token++;
     t->state = TG_TASK_WAITING;
     t->abort = NULL;
@@ -586,7 +680,7 @@ static tg_task_t *wait_begin(lua_State *L, int kind, const char *name, size_t nl
      * is later (math.huge included) -- then the deadline, and the message
      * says so. */
     /* (once the case is over, recording its outcome gets a few seconds more) */
-    double left = c->inst->rt->deadline + (c->inst->case_over ? TG_RECORD_GRACE : 0) - tg_rt_now();
+    double left = c->inst->rt->deadline + (c->inst->case_over ? TG_RECORD_GRACE : 0) - (double)hr / 1e9;
     if (left < 0) left = 0;
     t->by_deadline = timeout < 0 || !(timeout <= left);
     if (t->by_deadline) timeout = left;
@@ -1080,6 +1174,7 @@ void tg_inst_kill(tg_inst_t *inst, const char *why) {
     if (inst->dead_why) return;
     inst->dead_why = strdup(why);
     if (!inst->dead_why) inst->dead_why = strdup("?");
+    tg_rt_doom(inst);
     for (tg_task_t *t = inst->tasks, *next; t; t = next) {
         next = t->next;
         if (t->state == TG_TASK_WAITING) tg_wait_abort(t, TG_ABORT_DEAD);

@@ -38,12 +38,21 @@
  *    it began, then runs the functions registered with tg_rt_on_drained.
  *    Units that gather what tasks asked for during a turn (tg_barrier's
  *    batches) send it from there, once per turn.
+ *  - Plan code that does not yield is ended by the count hook (tg_rt_hook).
+ *    Every thread of the state has it except the tasks' own coroutines:
+ *    those get it only when they need it -- from the watch (a timer signal
+ *    to the loop's thread, armed while a drain runs) once a resume has run
+ *    for 0.1 s, or at their resume when their instance was declared dead or
+ *    called os.exit -- and lose it when the resume returns.  (A count hook
+ *    makes Lua stop at every instruction and every return: 10% of the CPU
+ *    of a barrier round of a thousand in-process instances.)
  */
 #ifndef TG_RT_H
 #define TG_RT_H
 
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <lua.h>
 #include <uv.h>
 
@@ -84,6 +93,7 @@ struct tg_task {
     int state;
     int cancelled;
     int ok;                     /* outcome of the last wait: 1 values, 0 error */
+    int hooked;                 /* co has the count hook until this resume returns (tg_rt.h) */
     int nresume;                /* values pushed on co for the next resume */
     uint64_t token;             /* bumped by every wait; stale callbacks see a mismatch */
     const char *what;           /* what the current wait waits for (whatbuf, or the caller's for
@@ -125,6 +135,10 @@ struct tg_inst {
     tg_trace_t *trace;          /* what it waited for (NULL: not traced); closed by tg_inst_free.
                                    Here, in the first cache line with rt: every wait reads it */
     int self_ref;               /* registry ref of its self table (tg_space.h) */
+    int doomed;                 /* it called os.exit or was declared dead: its tasks run
+                                   with the count hook, which ends their code */
+    int config_ref;             /* registry ref of self.config: core.config() is on every
+                                   sync call's path, and self is a cold line by then */
     uint64_t rand[4];           /* its math.random generator */
     int rand_seeded;
     int exited;                 /* the plan called os.exit */
@@ -181,6 +195,8 @@ struct tg_rt {
     uv_async_t sig_async;       /* a signal arrived (set from the handler) */
     int signals_on;
     uint64_t resumed_at;        /* uv_hrtime() when the running task was resumed */
+    timer_t watch;              /* signals the loop's thread while a drain runs long */
+    int watch_ok;               /* made: the tasks' coroutines run without the hook */
     const char *lua_dir;        /* develop: load lua/ from here instead of the binary */
     lua_State *L;               /* the one Lua state of the process (tg_space.h) */
     tg_ctx_t root_ctx;          /* what its main thread belongs to: no instance */
@@ -201,11 +217,16 @@ void tg_rt_close(tg_rt_t *rt);
  * second exits at once.  A plain sigaction handler (not uv_signal), so that
  * a signal is noticed while plan code holds the loop. */
 void tg_rt_handle_signals(tg_rt_t *rt);
-/* The Lua hook every instance's state runs every few thousand
- * instructions: it ends plan code that has run for 0.1 s without yielding
- * while the run is interrupted or past its deadline, and plan code of an
- * instance that ended (declared dead, os.exit). */
+/* The count hook (every 10,000 instructions; on which threads: see the
+ * top of this file): it ends plan code that has run for 0.1 s without
+ * yielding while the run is interrupted or past its deadline, and plan code
+ * of an instance that ended (declared dead, os.exit). */
 void tg_rt_hook(lua_State *L, lua_Debug *ar);
+/* Give thread L that hook (the state's main thread, a plan's coroutines). */
+void tg_rt_hook_thread(lua_State *L);
+/* inst called os.exit or was declared dead: the code of its tasks ends at
+ * the next hook (the running one's included, if it is inst's). */
+void tg_rt_doom(tg_inst_t *inst);
 /* End every pending wait of every instance with an "interrupted" error that
  * says what it was waiting for, and shorten the deadline so that what runs
  * next (recording the outcome) ends soon. */

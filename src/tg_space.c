@@ -16,7 +16,8 @@
  *                 iterates it sees what stock Lua shows), _G pointing to
  *                 itself; the plan and the modules it requires from its own
  *                 folders run with it as _ENV
- *   self.config   what the runner configured (core.config())
+ *   self.config   what the runner configured (core.config(); also held by
+ *                 inst->config_ref, one registry read for every sync call)
  *   self.state    per-instance state of the tg modules (tg_space_state)
  *   self.loaded   the plan's own modules, run afresh for this instance
  *   self.on_warning, self.on_task_error, self.case_fn   set by tg.instance
@@ -70,7 +71,7 @@ static void push_field(lua_State *L, const tg_inst_t *inst, const char *k) {
 }
 
 void tg_space_push_config(lua_State *L, const tg_inst_t *inst) {
-    push_field(L, inst, "config");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, inst->config_ref);   /* self.config (nil once it left) */
 }
 
 void tg_space_push_globals(lua_State *L, const tg_inst_t *inst) {
@@ -255,10 +256,13 @@ static int l_dofile(lua_State *L) {
 }
 
 /* Mark thread co as the caller's instance's (its extra space was copied
- * from the main thread, which belongs to nobody). */
+ * from the main thread, which belongs to nobody), with the count hook (a
+ * task's own coroutine, which it copied that from too, may have none:
+ * tg_rt.h). */
 static void mark_thread(lua_State *L, lua_State *co) {
     tg_inst_t *inst = inst_of(L);
     *(tg_ctx_t **)lua_getextraspace(co) = inst ? &inst->ctx : tg_ctx(L);
+    tg_rt_hook_thread(co);
 }
 
 static int l_cocreate(lua_State *L) {
@@ -773,8 +777,9 @@ int tg_space_open(tg_rt_t *rt, const luaL_Reg *preload, lua_CFunction exit_fn) {
         return -1;
     }
     /* plan code that never yields still meets the deadline and signals;
-     * every thread inherits the hook from the one it was made from */
-    lua_sethook(L, tg_rt_hook, LUA_MASKCOUNT, 10000);
+     * every thread inherits the hook from the one it was made from (the
+     * tasks' own coroutines drop it: the watch of tg_rt.c hooks them) */
+    tg_rt_hook_thread(L);
     rt->L = L;
     return 0;
 }
@@ -801,6 +806,8 @@ static int enter(lua_State *L) {
     lua_setfield(L, -3, "env");
     lua_pop(L, 1);
     lua_newtable(L);
+    lua_pushvalue(L, -1);
+    inst->config_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_setfield(L, -2, "config");
     lua_newtable(L);
     lua_setfield(L, -2, "state");
@@ -826,6 +833,7 @@ int tg_space_enter(tg_inst_t *inst) {
 void tg_space_leave(tg_inst_t *inst) {
     if (!inst->rt->L || inst->self_ref == LUA_NOREF || inst->self_ref == 0) return;
     luaL_unref(inst->rt->L, LUA_REGISTRYINDEX, inst->self_ref);
-    inst->self_ref = LUA_NOREF;
+    luaL_unref(inst->rt->L, LUA_REGISTRYINDEX, inst->config_ref);
+    inst->self_ref = inst->config_ref = LUA_NOREF;
     inst->L = NULL;
 }

@@ -422,12 +422,12 @@ static void append(tg_tracer_t *tc, const rec_t *r, const char *a, const char *b
 }
 
 tg_span_t tg_trace_begin(tg_tracer_t *tc, tg_trace_t *tr, int kind, uint64_t task, const char *name,
-                         size_t nlen) {
+                         size_t nlen, uint64_t hrtime) {
     tg_span_t sp = {0};
     if (!tr) return sp;                         /* tr itself stays untouched: a cold line */
     nlen = name ? cut(name, nlen, TG_TRACE_NAME_MAX) : 0;
     rec_t r = {.type = R_BEGIN, .kind = (uint8_t)kind, .alen = (uint16_t)nlen, .span = tc->next_span++,
-               .task = (uint32_t)task, .tr = tr, .t = now(tc)};
+               .task = (uint32_t)task, .tr = tr, .t = (int64_t)(hrtime - tc->mono0)};
     sp.id = r.span;
     append(tc, &r, name, NULL);
     return sp;

@@ -118,12 +118,13 @@ typedef struct tg_span {
     uint32_t id;
 } tg_span_t;
 
-/* A wait of task began in trace tr of tracer tc: its span (id 0 if it was
- * not recorded).  The tracer is passed, not looked up in tr, so that the
- * hot path never touches tr (a line nobody else touched since the last
- * round, with a thousand instances in the process). */
+/* A wait of task began in trace tr of tracer tc at hrtime (uv_hrtime(): the
+ * caller reads the clock once for this and for the wait's deadline): its
+ * span (id 0 if it was not recorded).  The tracer is passed, not looked up
+ * in tr, so that the hot path never touches tr (a line nobody else touched
+ * since the last round, with a thousand instances in the process). */
 tg_span_t tg_trace_begin(tg_tracer_t *tc, tg_trace_t *tr, int kind, uint64_t task, const char *name,
-                         size_t nlen);
+                         size_t nlen, uint64_t hrtime);
 /* The span ended: well (code NULL; value, when not NULL, is its one
  * integer result), or with an error code and message (mlen bytes). */
 void tg_trace_end(tg_tracer_t *tc, tg_trace_t *tr, tg_span_t span, const char *code, const char *msg,

@@ -30,17 +30,17 @@ local sync = {}
 -- configuration -- global_seq arrives after start-up -- is read per call)
 local config = core.config
 
--- (made once: with a thousand instances in a process, a string per call
--- is measurable)
-local member_seq, member_str = nil, ""
+local type, tointeger, mtype = type, math.tointeger, math.type
+
+-- The instance's number for an entry: an integer goes to the C module as
+-- it is (it writes the digits itself: with a thousand instances in a
+-- process, a string made per call is measurable), anything else as
+-- tostring shows it.
 local function member(c)
   local seq = (c or config()).global_seq
+  if mtype(seq) == "integer" then return seq end
   return seq and tostring(seq) or ""
 end
-
-local type, tointeger = type, math.tointeger
-
-local type, tointeger = type, math.tointeger
 
 -- The run's instance count when the wait should fail fast with peer_failed
 -- once it can no longer complete; 0 when opts.tolerate_failures says the

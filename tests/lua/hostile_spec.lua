@@ -122,6 +122,14 @@ describe("timeouts of zero and of forever", function()
     end
   end)
 
+  for _, how in ipairs({ "spawn", "coroutine" }) do
+    it(("plan code that never yields (in a %s) ends at the run's deadline, in-process"):format(how), function()
+      local r = run(nil, { "-n", "3", "--inproc", "-c", "busy", "-p", "how=" .. how, "--timeout", "2", PLAN })
+      assert.equal(1, r.code, r.stdout .. r.stderr)
+      assert.matches("failed: the run's deadline passed while plan code ran for [%d.]+ s without yielding", r.stdout)
+    end)
+  end
+
   it("a huge --timeout works (keys get a TTL Redis takes)", function()
     local r = run(nil, { "-n", "2", "-c", "exits", "-p", "how=none", "--timeout", "5e15", PLAN })
     assert.matches("2 instances", r.stdout)
@@ -143,6 +151,18 @@ describe("os.exit", function()
       end
     end)
   end
+
+  it("os.exit whose error the plan catches still ends the instance, though it yields again at once", function()
+    for _, mode in ipairs({ {}, { "--inproc" } }) do
+      local args = { "-n", "3", "-c", "busy", "-p", "how=exit_yield", "--timeout", "20" }
+      for _, m in ipairs(mode) do args[#args + 1] = m end
+      args[#args + 1] = PLAN
+      local r = run(nil, args)
+      assert.equal(1, r.code, r.stdout .. r.stderr)
+      assert.matches("3 instances, 2 succeeded, 1 failed", r.stdout)
+      assert.matches("failed: the plan called os.exit while plan code ran", r.stdout)
+    end
+  end)
 
   it("os.exit at load time is one line and exit 2, before anything runs", function()
     local dir = h.tmpdir()

@@ -84,6 +84,26 @@ function cases.exits(env)
   tg.sleep(0.2)
 end
 
+-- plan code that does not yield, where the tasks' coroutines run without
+-- the count hook until the watch gives it (src/tg_rt.c): instance 2 catches
+-- os.exit's error and goes on, yielding a few instructions later each time
+-- (how=exit_yield), or loops in a spawned task (spawn) or in a coroutine of
+-- its own (coroutine)
+function cases.busy(env)
+  local how = env:string("how")
+  if env.global_seq == 2 then
+    if how == "exit_yield" then
+      pcall(os.exit, 1)
+      while true do pcall(tg.sleep, 0) end
+    elseif how == "spawn" then
+      tg.spawn(function() while true do end end):join()
+    elseif how == "coroutine" then
+      coroutine.wrap(function() while true do end end)()
+    end
+  end
+  tg.sleep(0.2)
+end
+
 -- lost wake-ups: instance 1 waits with target 2; instance 2 enters with
 -- another target (5), then with no target at all (signal_entry): each
 -- entry that reaches 2 must release instance 1 at once, not at the next
