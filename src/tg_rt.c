@@ -136,6 +136,25 @@ void tg_rt_off_drained(tg_rt_t *rt, void (*fn)(void *data), void *data) {
     }
 }
 
+int tg_rt_on_catch_up(tg_rt_t *rt, void (*fn)(void *data), void *data) {
+    if (rt->ncatch_up >= (int)(sizeof rt->catch_up / sizeof rt->catch_up[0])) return -1;
+    rt->catch_up[rt->ncatch_up].fn = fn;
+    rt->catch_up[rt->ncatch_up].data = data;
+    rt->ncatch_up++;
+    return 0;
+}
+
+void tg_rt_off_catch_up(tg_rt_t *rt, void (*fn)(void *data), void *data) {
+    for (int i = 0; i < rt->ncatch_up; i++) {
+        if (rt->catch_up[i].fn == fn && rt->catch_up[i].data == data) {
+            memmove(&rt->catch_up[i], &rt->catch_up[i + 1],
+                    (size_t)(rt->ncatch_up - i - 1) * sizeof rt->catch_up[0]);
+            rt->ncatch_up--;
+            return;
+        }
+    }
+}
+
 void tg_rt_interrupt(tg_rt_t *rt, const char *why) {
     snprintf(rt->interrupt_why, sizeof rt->interrupt_why, "%s", why);
     double soon = tg_rt_now() + 2;
@@ -608,9 +627,9 @@ void tg_task_cancel(tg_task_t *t) {
  * socket.  Once per turn of the loop (uv_now is the turn's clock). */
 static void catch_up(tg_rt_t *rt) {
     uint64_t now = uv_now(rt->loop) + 1;
-    if (!rt->catch_up || rt->caught_up_at == now) return;
+    if (!rt->ncatch_up || rt->caught_up_at == now) return;
     rt->caught_up_at = now;
-    rt->catch_up(rt->catch_up_data);
+    for (int i = 0; i < rt->ncatch_up; i++) rt->catch_up[i].fn(rt->catch_up[i].data);
 }
 
 static void on_deadline(uv_timer_t *h) {

@@ -172,8 +172,11 @@ struct tg_rt {
     tg_svc_t *svc;              /* tg_svc.c, when a sync service is used */
     void (*flush)(void *);      /* push queued I/O to the sockets now ... */
     void *flush_data;           /* ... of this (the transport) */
-    void (*catch_up)(void *);   /* read what already arrived, before a timeout is declared ... */
-    void *catch_up_data;        /* ... on this (the transport) */
+    struct tg_catch_up {        /* read what already arrived, before a timeout is declared */
+        void (*fn)(void *data); /* (tg_rt_on_catch_up: each transport) */
+        void *data;
+    } catch_up[2];
+    int ncatch_up;
     uint64_t caught_up_at;      /* uv_now() of the last catch-up + 1 (0: none yet) */
     struct tg_drained {         /* run at the end of every drain (tg_rt_on_drained) */
         void (*fn)(void *data);
@@ -239,6 +242,11 @@ double tg_rt_now(void);
  * waits; it must not resume tasks.  At most 4 such functions; 0, or -1 when
  * full.  tg_rt_off_drained removes one (by fn and data). */
 int tg_rt_on_drained(tg_rt_t *rt, void (*fn)(void *data), void *data);
+/* fn(data) reads and handles what a transport's sockets already hold,
+ * without waiting; the runtime calls it before it declares a wait timed
+ * out (once per turn of the loop).  0, or -1 when two are registered. */
+int tg_rt_on_catch_up(tg_rt_t *rt, void (*fn)(void *data), void *data);
+void tg_rt_off_catch_up(tg_rt_t *rt, void (*fn)(void *data), void *data);
 void tg_rt_off_drained(tg_rt_t *rt, void (*fn)(void *data), void *data);
 
 /* ---- instances -------------------------------------------------------- */

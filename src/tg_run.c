@@ -522,8 +522,7 @@ int tg_run_connect(tg_rt_t *rt, const tg_run_t *run, const tg_redis_addr_t *addr
     tg_redis_start_reading(rt->redis);
     rt->flush = flush_redis;
     rt->flush_data = rt->redis;
-    rt->catch_up = catch_up_redis;
-    rt->catch_up_data = rt->redis;
+    tg_rt_on_catch_up(rt, catch_up_redis, rt->redis);
     return 0;
 }
 
@@ -546,7 +545,7 @@ void tg_run_shutdown(tg_rt_t *rt) {
      * while the units it may unregister from are still there */
     if (rt->L) lua_gc(rt->L, LUA_GCCOLLECT);
     rt->flush = NULL;
-    rt->catch_up = NULL;
+    tg_rt_off_catch_up(rt, catch_up_redis, rt->redis);
     /* Units first (no waiter is left: the instances are gone), then the
      * transport: its pending callbacks run with NULL and touch only their
      * own data. */

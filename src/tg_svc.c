@@ -819,13 +819,20 @@ int tg_svc_attach(tg_rt_t *rt, const char *host, int port, const char *path, dou
         tg_svc_detach(rt);
         return -1;
     }
+    tg_rt_on_catch_up(rt, tg_svc_catch_up, rt);
     return 0;
+}
+
+void tg_svc_catch_up(void *data) {
+    tg_rt_t *rt = data;
+    if (rt->svc && rt->svc->ws && rt->svc->open) tg_ws_catch_up(rt->svc->ws);
 }
 
 void tg_svc_detach(tg_rt_t *rt) {
     tg_svc_t *svc = rt->svc;
     if (!svc) return;
     rt->svc = NULL;
+    tg_rt_off_catch_up(rt, tg_svc_catch_up, rt);
     if (svc->ws) {
         /* the loop finishes the close handshake; nothing calls us back */
         tg_ws_set_data(svc->ws, NULL);

@@ -41,6 +41,9 @@ int tg_svc_probe(uv_loop_t *loop, const char *host, int port, const char *path, 
                  char *err, size_t errlen);
 /* Close the connection (after every instance is gone) and free. */
 void tg_svc_detach(tg_rt_t *rt);
+/* What the connection already holds, read now (rt->catch_up: before a
+ * wait is declared timed out).  data: the runtime. */
+void tg_svc_catch_up(void *rt);
 
 /* Requests in flight (and subscriptions open), for tests. */
 size_t tg_svc_inflight(const tg_rt_t *rt);

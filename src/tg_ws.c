@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <wslay/wslay.h>
 
 #include "tg_syncmsg.h"
@@ -406,6 +407,25 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
         }
     }
     release_buf(b);
+}
+
+void tg_ws_catch_up(tg_ws_t *ws) {
+    uv_os_fd_t fd;
+    if (!ws || !ws->reading || ws->paused || ws->state != ST_OPEN) return;
+    if (uv_fileno((uv_handle_t *)&ws->tcp, &fd) != 0) return;
+    /* bounded, in case it keeps coming; EOF and errors are left for
+     * libuv's own read, which sees them again */
+    for (int i = 0; i < 256 && ws->state == ST_OPEN && !ws->paused; i++) {
+        uv_buf_t b;
+        on_alloc((uv_handle_t *)&ws->tcp, READ_BUF, &b);
+        if (!b.base) return;
+        ssize_t n = recv(fd, b.base, b.len, MSG_DONTWAIT);
+        if (n <= 0) {
+            release_buf(&b);
+            return;
+        }
+        on_read((uv_stream_t *)&ws->tcp, n, &b);
+    }
 }
 
 static void start_reading(tg_ws_t *ws) {

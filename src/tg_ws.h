@@ -68,6 +68,10 @@ size_t tg_ws_backlog(const tg_ws_t *ws);
 void tg_ws_close(tg_ws_t *ws, int code, const char *reason);
 /* Drop the connection at once (no close frame); closed follows with code. */
 void tg_ws_abort(tg_ws_t *ws, int code, const char *reason);
+/* Read and handle what the socket already holds, without waiting (the
+ * runtime's look before it declares a timeout: libuv reads streams only
+ * in its poll phase, after the timers).  Not from inside a callback of ws. */
+void tg_ws_catch_up(tg_ws_t *ws);
 /* Stop (1) or resume (0) reading from the peer. */
 void tg_ws_pause(tg_ws_t *ws, int paused);
 /* Client side: did the server say it is tgrun's own (X-Tgrun-Sync)? */
