@@ -59,6 +59,9 @@
 #include "tg_pool.h"
 #include "tg_trace.h"
 
+#define TG_TASK_META "tg.task"      /* a task handle's metatable (tg_rtlua.c) */
+#define TG_ERROR_META "tg.error"    /* an error value's metatable */
+
 typedef struct tg_rt tg_rt_t;
 typedef struct tg_inst tg_inst_t;
 typedef struct tg_task tg_task_t;
@@ -264,6 +267,10 @@ void tg_inst_abandon_tasks(tg_inst_t *inst);
 void tg_rt_open(lua_State *L);
 /* Register the task and error metatables only (at instance creation). */
 void tg_rt_register(lua_State *L);
+/* Push the results of finished task t (its values, or its error, which
+ * then becomes the caller's to raise: tg.outcome tells a join's re-raise
+ * from the task's own failure); how many, and *ok when asked. */
+int tg_task_push_results(lua_State *L, tg_task_t *t, int *ok);
 /* The instance and task of the running thread L. */
 tg_ctx_t *tg_ctx(lua_State *L);
 
