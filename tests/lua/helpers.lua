@@ -87,7 +87,7 @@ function h.spawn(args, env, opts)
   for _, w in ipairs(opts and opts.prefix or {}) do cmd[#cmd + 1] = shq(w) end
   cmd[#cmd + 1] = "env"
   env_cmd(cmd, env, opts)
-  cmd[#cmd + 1] = shq(h.tgrun)
+  cmd[#cmd + 1] = shq(opts and opts.bin or h.tgrun)
   for _, a in ipairs(args) do cmd[#cmd + 1] = shq(a) end
   local inner = table.concat(cmd, " ") .. " >" .. dir .. "/out 2>" .. dir .. "/err </dev/null"
   os.execute("(" .. inner .. "; echo $? >" .. dir .. "/rc.tmp; mv " .. dir .. "/rc.tmp " .. dir
