@@ -127,7 +127,7 @@ mixed_run() {
             bash -c "grep -h 'met $total' $WORK/js-$case-*.out | grep -c 'lua:' | grep -qx $N_JS"
         check "meet: Redis holds $N_JS JS and $M_LUA Lua success events" [ "$s_js:$s_lua:$f_js:$f_lua" = "$N_JS:$M_LUA:0:0" ]
         check "meet: JS start events are in run_events too" \
-            bash -c "rcli() { redis-cli -s $WORK/redis.sock \"\$@\"; }; rcli XRANGE $key - + | grep -c start_event | grep -qx $N_JS"
+            bash -c "rcli() { redis-cli -s $WORK/redis.sock \"\$@\"; }; rcli XRANGE $key - + | grep -c '\"start_event\"' | grep -qx $N_JS"
     else
         check "fail: the Lua instances failed (exit 1)" [ "$rc_lua" = 1 ]
         check "fail: Redis holds $N_JS JS and $M_LUA Lua failure events" [ "$s_js:$s_lua:$f_js:$f_lua" = "0:0:$N_JS:$M_LUA" ]
