@@ -38,6 +38,7 @@
 #include "tg_scalar.h"
 #include "tg_scripts.h"
 #include "tg_syncmsg.h"
+#include "tg_tlog.h"
 #include "tg_ws.h"
 #include "tg_wshs.h"
 
@@ -93,11 +94,6 @@ struct run {
     int watched;                /* the notify stream is watched (or about to be) */
 };
 
-typedef struct msg {
-    size_t len;
-    char data[];
-} msg_t;
-
 typedef struct topic topic_t;
 
 typedef struct sub {
@@ -111,8 +107,7 @@ struct topic {
     srv_t *s;
     char *key;
     size_t klen;
-    msg_t **log;
-    size_t nlog, cap;
+    tg_tlog_t log;              /* every value read, for the subscriptions to replay */
     sub_t *subs;
 };
 
@@ -452,8 +447,7 @@ static void topic_free(topic_t *tp) {
     srv_t *s = tp->s;
     tg_redis_unwatch(s->r, tp->key, tp->klen);
     tg_map_del(&s->topics, tp->key, tp->klen);
-    for (size_t i = 0; i < tp->nlog; i++) free(tp->log[i]);
-    free(tp->log);
+    tg_tlog_free(&tp->log);
     free(tp->key);
     free(tp);
 }
@@ -470,12 +464,12 @@ static void block(conn_t *c) {
 static void deliver_sub(sub_t *u) {
     conn_t *c = u->it.c;
     topic_t *tp = u->tp;
-    while (c->ws && u->pos < tp->nlog) {
+    while (c->ws && u->pos < tp->log.n) {
         if (tg_ws_backlog(c->ws) >= c->s->o.max_backlog) {
             block(c);
             return;
         }
-        msg_t *m = tp->log[u->pos++];
+        tg_tmsg_t *m = tp->log.v[u->pos++];
         respond(c, u->it.id, u->it.idlen, TG_SM_SUBSCRIBE, 0, m->data, m->len, NULL);
     }
 }
@@ -486,19 +480,8 @@ static void on_topic_entry(void *data, const char *id, const redisReply *fields)
     size_t plen;
     const char *pv = tg_stream_field(fields, 'p', &plen);
     if (!pv) { pv = "null"; plen = 4; }
-    if (tp->nlog == tp->cap) {
-        size_t cap = tp->cap ? tp->cap * 2 : 16;
-        msg_t **log = realloc(tp->log, cap * sizeof *log);
-        if (!log) return;
-        tp->log = log;
-        tp->cap = cap;
-    }
-    msg_t *m = malloc(sizeof *m + plen + 1);
-    if (!m) return;
-    m->len = plen;
-    memcpy(m->data, pv, plen);
-    m->data[plen] = '\0';
-    tp->log[tp->nlog++] = m;
+    if (!tg_tlog_append(&tp->log, pv, plen))
+        fprintf(stderr, "tgrun serve: out of memory: a value of topic %.*s was dropped\n", (int)tp->klen, tp->key);
 }
 
 static void on_topic_batch(void *data) {

@@ -21,6 +21,7 @@
 #include "tg_keys.h"
 #include "tg_map.h"
 #include "tg_syncmsg.h"
+#include "tg_tlog.h"
 #include "tg_ws.h"
 
 #define SUB_META "tg.svcsub"
@@ -429,12 +430,6 @@ static int l_signal_and_wait(lua_State *L) {
 
 /* ---- topics ------------------------------------------------------------------------ */
 
-typedef struct msg {
-    long long seq;
-    size_t len;
-    char data[];
-} msg_t;
-
 typedef struct ssub ssub_t;
 
 struct stopic {
@@ -442,8 +437,7 @@ struct stopic {
     char *key;
     size_t klen;
     req_t *req;                 /* the subscribe request: its id, while the topic lives */
-    msg_t **log;
-    size_t nlog, cap;
+    tg_tlog_t log;              /* every value received, shared by the local subscriptions */
     ssub_t *subs;
     char *error;                /* the service refused the subscription */
 };
@@ -465,8 +459,7 @@ static void topic_free(stopic_t *tp) {
         req_free(tp->req);
     }
     tg_map_del(&svc->topics, tp->key, tp->klen);
-    for (size_t i = 0; i < tp->nlog; i++) free(tp->log[i]);
-    free(tp->log);
+    tg_tlog_free(&tp->log);
     free(tp->error);
     free(tp->key);
     free(tp);
@@ -474,7 +467,7 @@ static void topic_free(stopic_t *tp) {
 
 typedef struct delivery {
     ssub_t *u;
-    msg_t *m;
+    tg_tmsg_t *m;
 } delivery_t;
 
 static int push_value(lua_State *L, void *ud) {
@@ -492,11 +485,11 @@ static void deliver(stopic_t *tp) {
     for (ssub_t *u = tp->subs; u; u = u->next) {
         if (!u->task) continue;
         tg_task_t *t = u->task;
-        if (u->pos < tp->nlog) {
+        if (u->pos < tp->log.n) {
             u->task = NULL;
             if (!tg_wait_target(t, u->token)) continue;
             t->abort = NULL;
-            delivery_t d = {u, tp->log[u->pos++]};
+            delivery_t d = {u, tp->log.v[u->pos++]};
             tg_wait_deliver(t, 1, push_value, &d);
         } else if (tp->error) {
             u->task = NULL;
@@ -516,20 +509,9 @@ static void resp_sub(tg_svc_t *svc, req_t *q, const tg_syncmsg_t *m) {
             tp->error[m->elen] = '\0';
         }
     } else if (m->kind == TG_SM_SUBSCRIBE) {
-        if (tp->nlog == tp->cap) {
-            size_t cap = tp->cap ? tp->cap * 2 : 16;
-            msg_t **log = realloc(tp->log, cap * sizeof *log);
-            if (!log) return;
-            tp->log = log;
-            tp->cap = cap;
-        }
-        msg_t *v = malloc(sizeof *v + m->plen + 1);
-        if (!v) return;
-        v->seq = (long long)tp->nlog + 1;       /* a subscription replays from the first value */
-        v->len = m->plen;
-        memcpy(v->data, m->payload, m->plen);
-        v->data[m->plen] = '\0';
-        tp->log[tp->nlog++] = v;
+        /* (a subscription replays from the first value) */
+        if (!tg_tlog_append(&tp->log, m->payload, m->plen))
+            fprintf(stderr, "tgrun: out of memory: a value of topic %.*s was dropped\n", (int)tp->klen, tp->key);
     }
     deliver(tp);
 }
@@ -606,8 +588,8 @@ static int l_sub_next(lua_State *L) {
     snprintf(what, sizeof what, "subscription to topic '%s'", u->name);
     if (!u->topic) return tg_err_raise(L, "closed", "%s: the subscription is closed", what);
     stopic_t *tp = u->topic;
-    if (u->pos < tp->nlog) {
-        msg_t *m = tp->log[u->pos++];
+    if (u->pos < tp->log.n) {
+        tg_tmsg_t *m = tp->log.v[u->pos++];
         if (tg_json_decode(L, m->data, m->len) < 0)
             return tg_err_raise(L, "invalid", "topic '%s' value %I is not JSON: %s", u->name, (lua_Integer)m->seq,
                                 lua_tostring(L, -1));
@@ -643,7 +625,7 @@ static int l_sub_close(lua_State *L) {
 /* sub:buffered() -> values received and not yet taken */
 static int l_sub_buffered(lua_State *L) {
     ssub_t *u = check_sub(L);
-    lua_pushinteger(L, u->topic ? (lua_Integer)(u->topic->nlog - u->pos) : 0);
+    lua_pushinteger(L, u->topic ? (lua_Integer)(u->topic->log.n - u->pos) : 0);
     return 1;
 }
 

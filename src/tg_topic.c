@@ -1,6 +1,7 @@
 /* tg_topic.c -- see tg_topic.h. */
 #include "tg_topic.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
@@ -12,15 +13,9 @@
 #include "tg_redis.h"
 #include "tg_sargs.h"
 #include "tg_scripts.h"
+#include "tg_tlog.h"
 
 #define SUB_META "tg.sub"
-
-/* One value read from a topic, shared by every local subscription. */
-typedef struct msg {
-    long long seq;
-    size_t len;
-    char data[];
-} msg_t;
 
 typedef struct sub sub_t;
 
@@ -28,8 +23,7 @@ typedef struct topic {
     tg_topics_t *ts;
     char *key;
     size_t klen;
-    msg_t **log;
-    size_t nlog, cap;
+    tg_tlog_t log;              /* every value read, shared by the local subscriptions */
     sub_t *subs;
 } topic_t;
 
@@ -63,8 +57,7 @@ static void topic_free(topic_t *tp) {
     tg_topics_t *ts = tp->ts;
     tg_redis_unwatch(ts->r, tp->key, tp->klen);
     tg_map_del(&ts->topics, tp->key, tp->klen);
-    for (size_t i = 0; i < tp->nlog; i++) free(tp->log[i]);
-    free(tp->log);
+    tg_tlog_free(&tp->log);
     free(tp->key);
     free(tp);
 }
@@ -73,7 +66,7 @@ static void topic_free(topic_t *tp) {
 
 typedef struct delivery {
     sub_t *u;
-    msg_t *m;
+    tg_tmsg_t *m;
 } delivery_t;
 
 static int push_value(lua_State *L, void *ud) {
@@ -90,11 +83,11 @@ static int push_value(lua_State *L, void *ud) {
 /* Hand the next value to every subscription of tp that waits. */
 static void deliver(topic_t *tp) {
     for (sub_t *u = tp->subs; u; u = u->next) {
-        if (!u->task || u->pos >= tp->nlog) continue;
+        if (!u->task || u->pos >= tp->log.n) continue;
         tg_task_t *t = u->task;
         u->task = NULL;
         if (!tg_wait_target(t, u->token)) continue;
-        delivery_t d = {u, tp->log[u->pos++]};
+        delivery_t d = {u, tp->log.v[u->pos++]};
         tg_wait_deliver(t, 1, push_value, &d);
     }
 }
@@ -105,20 +98,8 @@ static void on_entry(void *data, const char *id, const redisReply *fields) {
     size_t plen;
     const char *pv = tg_stream_field(fields, 'p', &plen);
     if (!pv) { pv = "null"; plen = 4; }
-    if (tp->nlog == tp->cap) {
-        size_t cap = tp->cap ? tp->cap * 2 : 16;
-        msg_t **log = realloc(tp->log, cap * sizeof *log);
-        if (!log) return;
-        tp->log = log;
-        tp->cap = cap;
-    }
-    msg_t *m = malloc(sizeof *m + plen + 1);
-    if (!m) return;
-    m->seq = (long long)tp->nlog + 1;
-    m->len = plen;
-    memcpy(m->data, pv, plen);
-    m->data[plen] = '\0';
-    tp->log[tp->nlog++] = m;
+    if (!tg_tlog_append(&tp->log, pv, plen))
+        fprintf(stderr, "tgrun: out of memory: a value of topic %.*s was dropped\n", (int)tp->klen, tp->key);
 }
 
 static void on_batch(void *data) {
@@ -245,8 +226,8 @@ static int l_sub_next(lua_State *L) {
     snprintf(what, sizeof what, "subscription to topic '%s'", u->name);
     if (!u->topic) return tg_err_raise(L, "closed", "%s: the subscription is closed", what);
     topic_t *tp = u->topic;
-    if (u->pos < tp->nlog) {
-        msg_t *m = tp->log[u->pos++];
+    if (u->pos < tp->log.n) {
+        tg_tmsg_t *m = tp->log.v[u->pos++];
         if (tg_json_decode(L, m->data, m->len) < 0)
             return tg_err_raise(L, "invalid", "topic '%s' value %I is not JSON: %s", u->name,
                                 (lua_Integer)m->seq, lua_tostring(L, -1));
@@ -278,7 +259,7 @@ static int l_sub_close(lua_State *L) {
 /* sub:buffered() -> number of values read from Redis and not yet taken */
 static int l_sub_buffered(lua_State *L) {
     sub_t *u = check_sub(L);
-    lua_pushinteger(L, u->topic ? (lua_Integer)(u->topic->nlog - u->pos) : 0);
+    lua_pushinteger(L, u->topic ? (lua_Integer)(u->topic->log.n - u->pos) : 0);
     return 1;
 }
 
