@@ -119,6 +119,20 @@ function h.wait_until(fn, timeout)
   return nil
 end
 
+-- tgrun args... plan against the harness's Redis in a fresh outputs folder
+-- and with a fresh run id (prefix: its first letters), waited for: h.run's
+-- result with .out (the outputs folder), .id and .rundir (out/id).
+function h.run_plan(plan, prefix, args, env)
+  local out, id = h.tmpdir(), h.uniq(prefix)
+  local a = { "--redis", "redis://127.0.0.1:" .. tostring(h.redis_port), "--run-id", id, "--outputs", out,
+    "--timeout", "60" }
+  for _, v in ipairs(args) do a[#a + 1] = v end
+  a[#a + 1] = plan
+  local r = h.run(a, env)
+  r.out, r.id, r.rundir = out, id, out .. "/" .. id
+  return r
+end
+
 -- A private redis-server on a free port: {port =, pid =, stop(), kill(),
 -- restart(), cli(cmd), url}.  opts.aof: append-only file, fsync always
 -- (a restart keeps everything); opts.debug: DEBUG enabled (DEBUG SLEEP);

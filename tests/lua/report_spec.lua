@@ -9,17 +9,8 @@ local json = require "tg.json"
 after_each(h.check_clean)   -- nothing left behind by any spec
 
 local PLAN = h.src .. "/tests/lua/plans/trace.lua"
-local REDIS = "redis://127.0.0.1:" .. tostring(h.redis_port)
 
-local function run_local(args, env)
-  local out, id = h.tmpdir(), h.uniq("rep")
-  local a = { "--redis", REDIS, "--run-id", id, "--outputs", out, "--timeout", "60" }
-  for _, v in ipairs(args) do a[#a + 1] = v end
-  a[#a + 1] = PLAN
-  local r = h.run(a, env)
-  r.rundir = out .. "/" .. id
-  return r
-end
+local function run_local(args, env) return h.run_plan(PLAN, "rep", args, env) end
 
 local function report(dir, ...)
   local args = { "report" }

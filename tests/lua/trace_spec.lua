@@ -9,20 +9,10 @@ local json = require "tg.json"
 after_each(h.check_clean)   -- nothing left behind by any spec
 
 local PLAN = h.src .. "/tests/lua/plans/trace.lua"
-local REDIS = "redis://127.0.0.1:" .. tostring(h.redis_port)
 
 -- tgrun -n ... against the harness's Redis, in a fresh outputs folder:
 -- the result of h.run with .out (the outputs folder) and .id (the run id)
-local function run_local(args, env)
-  local out, id = h.tmpdir(), h.uniq("trace")
-  local a = { "--redis", REDIS, "--run-id", id, "--outputs", out, "--timeout", "60" }
-  for _, v in ipairs(args) do a[#a + 1] = v end
-  a[#a + 1] = PLAN
-  local r = h.run(a, env)
-  r.out, r.id = out, id
-  r.rundir = out .. "/" .. id
-  return r
-end
+local function run_local(args, env) return h.run_plan(PLAN, "trace", args, env) end
 
 -- A trace file read back: {header =, spans = {...}, marks = {...}}; spans
 -- in the order they began, each {k, n, task, b, e, v, err, msg}.
