@@ -6,9 +6,9 @@
  * and encoding that again must give the same bytes: encode(decode(x)) is a
  * fixed point.  Any violation, or an unbalanced stack, calls abort().
  *
- * Built with -DTG_FUZZ_STANDALONE it is a plain program whose main() feeds
- * each file named on the command line through the target once, so ctest can
- * replay the seed corpus without libFuzzer.
+ * Linked with tests/fuzz/replay.c it is a plain program (any compiler) that
+ * runs each file named on its command line once: ctest replays the seeds
+ * (and any crash file) that way.
  */
 #include "../../src/tg_json.h"  /* builds without -Isrc */
 
@@ -53,31 +53,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lua_close(L);
     return 0;
 }
-
-#ifdef TG_FUZZ_STANDALONE
-int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        uint8_t *buf = NULL;
-        size_t len = 0, cap = 0, r;
-        if (!f) {
-            perror(argv[i]);
-            return 1;
-        }
-        do {
-            if (len == cap) {
-                uint8_t *nb = realloc(buf, cap = cap ? cap * 2 : 4096);
-                if (!nb) abort();
-                buf = nb;
-            }
-            r = fread(buf + len, 1, cap - len, f);
-            len += r;
-        } while (r > 0);
-        fclose(f);
-        LLVMFuzzerTestOneInput(buf, len);
-        free(buf);
-    }
-    printf("%d inputs replayed\n", argc - 1);
-    return 0;
-}
-#endif

@@ -11,9 +11,9 @@
  *       src/tg_rfc3339.c tests/fuzz/fuzz_params.c -o fuzz_params
  *   ./fuzz_params -max_total_time=60 corpus/ tests/fuzz/seeds/params/
  *
- * With -DTG_FUZZ_STANDALONE it becomes a plain program (any compiler)
- * that runs each file named on the command line once, for regression
- * runs of the seeds and of crash files.
+ * Linked with tests/fuzz/replay.c it is a plain program (any compiler) that
+ * runs each file named on its command line once: ctest replays the seeds
+ * (and any crash file) that way.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -270,31 +270,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(s);
     return 0;
 }
-
-#ifdef TG_FUZZ_STANDALONE
-int main(int argc, char **argv) {
-    int i;
-
-    for (i = 1; i < argc; i++) {
-        FILE *fp = fopen(argv[i], "rb");
-        uint8_t *buf = NULL;
-        size_t len = 0, cap = 0, n;
-
-        if (!fp) { perror(argv[i]); return 1; }
-        do {
-            if (len == cap) {
-                uint8_t *nb = realloc(buf, cap = cap ? cap * 2 : 4096);
-                if (!nb) { free(buf); fclose(fp); return 1; }
-                buf = nb;
-            }
-            n = fread(buf + len, 1, cap - len, fp);
-            len += n;
-        } while (n > 0);
-        fclose(fp);
-        LLVMFuzzerTestOneInput(buf, len);
-        free(buf);
-    }
-    printf("ran %d input(s)\n", argc - 1);
-    return 0;
-}
-#endif

@@ -10,8 +10,9 @@
  *    response made from it gives back exactly those bytes;
  *  - a response to any parsed id parses with that id.
  *
- * Built with -DTG_FUZZ_STANDALONE it replays the files named on its command
- * line (ctest runs the seeds that way).
+ * Linked with tests/fuzz/replay.c it is a plain program (any compiler) that
+ * runs each file named on its command line once: ctest replays the seeds
+ * (and any crash file) that way.
  */
 #include "../../src/tg_syncmsg.h"
 #include "../../src/tg_wshs.h"
@@ -98,31 +99,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rc > 0 && (size_t)rc > size) abort();
     return 0;
 }
-
-#ifdef TG_FUZZ_STANDALONE
-int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        uint8_t *buf = NULL;
-        size_t len = 0, cap = 0, r;
-        if (!f) {
-            perror(argv[i]);
-            return 1;
-        }
-        do {
-            if (len == cap) {
-                uint8_t *nb = realloc(buf, cap = cap ? cap * 2 : 4096);
-                if (!nb) abort();
-                buf = nb;
-            }
-            r = fread(buf + len, 1, cap - len, f);
-            len += r;
-        } while (r > 0);
-        fclose(f);
-        LLVMFuzzerTestOneInput(buf, len);
-        free(buf);
-    }
-    printf("%d inputs replayed\n", argc - 1);
-    return 0;
-}
-#endif
