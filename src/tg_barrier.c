@@ -1036,22 +1036,11 @@ int tg_barrier_attach(tg_rt_t *rt) {
         || !(b->notify = tg_key_new(P, plen, TG_KEY_NOTIFY, NULL, 0, &b->notify_len))
         || !(b->dead = tg_key_new(P, plen, TG_KEY_DEAD, NULL, 0, &b->dead_len))
         || !(b->skey = tg_key_new(P, plen, TG_KEY_STATE, "", 0, &b->skey_len))
-        || tg_rt_on_drained(rt, on_drained, b) < 0) {
-        free(b->P);
-        free(b->notify);
-        free(b->dead);
-        free(b->skey);
-        free(b);
-        return -1;
-    }
+        || tg_rt_on_drained(rt, on_drained, b) < 0)
+        goto fail;
     if (tg_redis_listen(b->r, on_lost, on_restored, b) < 0) {
         tg_rt_off_drained(rt, on_drained, b);
-        free(b->P);
-        free(b->notify);
-        free(b->dead);
-        free(b->skey);
-        free(b);
-        return -1;
+        goto fail;
     }
     memcpy(b->P, P, plen);
     b->P[plen] = '\0';
@@ -1066,6 +1055,13 @@ int tg_barrier_attach(tg_rt_t *rt) {
     if (tg_redis_cmd(b->r, on_last_notify, b, 0, 6, rev, rlens) < 0
         || tg_redis_cmd(b->r, on_dead_count, b, 0, 2, scard, slens) < 0) return -1;
     return 0;
+fail:
+    free(b->P);
+    free(b->notify);
+    free(b->dead);
+    free(b->skey);
+    free(b);
+    return -1;
 }
 
 static void close_free(uv_handle_t *h) {

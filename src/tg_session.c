@@ -118,6 +118,33 @@ static int connect_beat(tg_sessions_t *s, char *why, size_t n) {
     return 0;
 }
 
+/* What a beat answered ({ended, {sids of ours that are dead}}, or an
+ * error): the error's text in why (empty when none), and the dead sids as
+ * "3 17 42 " (malloc'd; NULL when none, or out of memory).  The thread's
+ * beat and the loop's read it alike. */
+static char *beat_reply(const redisReply *rep, char *why, size_t whylen) {
+    if (rep->type == REDIS_REPLY_ERROR) {
+        snprintf(why, whylen, "Redis replied: %s", rep->str);
+        return NULL;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 || rep->element[1]->type != REDIS_REPLY_ARRAY
+        || rep->element[1]->elements == 0)
+        return NULL;
+    const redisReply *d = rep->element[1];
+    size_t len = 1;
+    for (size_t i = 0; i < d->elements; i++) len += d->element[i]->len + 1;
+    char *dead = malloc(len);
+    if (!dead) return NULL;
+    char *p = dead;
+    for (size_t i = 0; i < d->elements; i++) {
+        memcpy(p, d->element[i]->str, d->element[i]->len);
+        p += d->element[i]->len;
+        *p++ = ' ';
+    }
+    *p = '\0';
+    return dead;
+}
+
 /* One beat for sids ("3 17 42 ..."); the result under mu.  A connection
  * that dropped since the last beat is made again once, at once. */
 static void beat_once(tg_sessions_t *s, const char *sids, long long ttl_ms) {
@@ -148,22 +175,8 @@ static void beat_once(tg_sessions_t *s, const char *sids, long long ttl_ms) {
             redisFree(s->c);
             s->c = NULL;
             continue;                   /* once more, on a new connection */
-        } else if (rep->type == REDIS_REPLY_ERROR) {
-            snprintf(why, sizeof why, "Redis replied: %s", rep->str);
-        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2
-                   && rep->element[1]->type == REDIS_REPLY_ARRAY && rep->element[1]->elements > 0) {
-            size_t len = 1;
-            const redisReply *d = rep->element[1];
-            for (size_t i = 0; i < d->elements; i++) len += d->element[i]->len + 1;
-            if ((dead = malloc(len))) {
-                char *p = dead;
-                for (size_t i = 0; i < d->elements; i++) {
-                    memcpy(p, d->element[i]->str, d->element[i]->len);
-                    p += d->element[i]->len;
-                    *p++ = ' ';
-                }
-                *p = '\0';
-            }
+        } else {
+            dead = beat_reply(rep, why, sizeof why);
         }
         if (rep) freeReplyObject(rep);
         break;
@@ -274,24 +287,8 @@ static void on_loop_beat(tg_redis_t *r, const redisReply *rep, void *data, uint6
     tg_sessions_t *s = data;
     (void)r; (void)tag;
     if (!rep) return;                           /* closing, or lost: said elsewhere */
-    char fail[300] = "", *dead = NULL;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        snprintf(fail, sizeof fail, "Redis replied: %s", rep->str);
-    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 && rep->element[1]->type == REDIS_REPLY_ARRAY
-               && rep->element[1]->elements > 0) {
-        const redisReply *d = rep->element[1];
-        size_t len = 1;
-        for (size_t i = 0; i < d->elements; i++) len += d->element[i]->len + 1;
-        if ((dead = malloc(len))) {
-            char *p = dead;
-            for (size_t i = 0; i < d->elements; i++) {
-                memcpy(p, d->element[i]->str, d->element[i]->len);
-                p += d->element[i]->len;
-                *p++ = ' ';
-            }
-            *p = '\0';
-        }
-    }
+    char fail[300] = "";
+    char *dead = beat_reply(rep, fail, sizeof fail);
     beat_result(s, fail, dead);
     free(dead);
 }

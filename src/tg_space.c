@@ -208,14 +208,15 @@ static tg_inst_t *inst_of(lua_State *L) {
     return c ? c->inst : NULL;
 }
 
-/* load(chunk [, name [, mode [, env]]]): without env, the caller's globals. */
-static int l_load(lua_State *L) {
+/* Call the stock function (upvalue 1) with the arguments, the caller's
+ * globals as argument envarg when it was not given. */
+static int with_globals(lua_State *L, int envarg) {
     tg_inst_t *inst = inst_of(L);
     int n = lua_gettop(L);
-    if (n < 4 && inst) {
-        lua_settop(L, 3);
+    if (n < envarg && inst) {
+        lua_settop(L, envarg - 1);
         tg_space_push_globals(L, inst);
-        n = 4;
+        n = envarg;
     }
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
@@ -223,19 +224,14 @@ static int l_load(lua_State *L) {
     return lua_gettop(L);
 }
 
+/* load(chunk [, name [, mode [, env]]]): without env, the caller's globals. */
+static int l_load(lua_State *L) {
+    return with_globals(L, 4);
+}
+
 /* loadfile([path [, mode [, env]]]): the same. */
 static int l_loadfile(lua_State *L) {
-    tg_inst_t *inst = inst_of(L);
-    int n = lua_gettop(L);
-    if (n < 3 && inst) {
-        lua_settop(L, 2);
-        tg_space_push_globals(L, inst);
-        n = 3;
-    }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, n, LUA_MULTRET);
-    return lua_gettop(L);
+    return with_globals(L, 3);
 }
 
 /* dofile([path]): loadfile in the caller's globals, then run it. */
