@@ -34,7 +34,7 @@ typedef struct cmd {
     char *buf[2];
     size_t len[2], cap[2];
     int64_t status;
-    int sig, timed_out;
+    int sig, timed_out, exited, open_pipes;
 } cmd_t;
 
 static void cmd_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
@@ -60,15 +60,31 @@ static void cmd_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
         }
     }
     free(b->base);
-    if (n < 0) uv_close((uv_handle_t *)s, NULL);
+    if (n < 0) {
+        uv_close((uv_handle_t *)s, NULL);
+        if (--c->open_pipes == 0 && c->exited) uv_timer_stop(&c->timer);
+    }
+}
+
+/* The command exited and something it started still holds its output
+ * open: stop reading (what came is kept). */
+static void cmd_orphans(uv_timer_t *t) {
+    cmd_t *c = t->data;
+    for (int k = 0; k < 2; k++)
+        if (!uv_is_closing((uv_handle_t *)&c->pipes[k])) uv_close((uv_handle_t *)&c->pipes[k], NULL);
+    c->open_pipes = 0;
 }
 
 static void cmd_exit(uv_process_t *p, int64_t status, int sig) {
     cmd_t *c = p->data;
     c->status = status;
     c->sig = sig;
-    uv_timer_stop(&c->timer);
+    c->exited = 1;
     uv_close((uv_handle_t *)p, NULL);
+    /* its output ends with it -- unless a process it started keeps the
+     * pipes: then 2 s more at the most */
+    if (c->open_pipes > 0) uv_timer_start(&c->timer, cmd_orphans, 2000, 0);
+    else uv_timer_stop(&c->timer);
 }
 
 static void cmd_timeout(uv_timer_t *t) {
@@ -130,6 +146,7 @@ static int cmd_run(char *const argv[], char *const env[], double timeout, int lo
     if (logfd < 0) {
         uv_read_start((uv_stream_t *)&c.pipes[0], cmd_alloc, cmd_read);
         uv_read_start((uv_stream_t *)&c.pipes[1], cmd_alloc, cmd_read);
+        c.open_pipes = 2;
     }
     uv_timer_init(&loop, &c.timer);
     c.timer.data = &c;
