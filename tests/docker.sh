@@ -38,7 +38,8 @@
 #       (TGRUN / TGRUN_ASAN override them).
 # 5. cleanup, also on failure or Ctrl-C: every container and network labelled
 #    tgrun.test=<this run> is removed, then checked gone (docker ps -a /
-#    docker network ls / docker volume ls --filter label=...).
+#    docker network ls / docker volume ls --filter label=...); so are the
+#    images the run made that nothing needs (tgrun-self, untagged).
 #
 # Exits 0 when all passed ("docker.sh: N passed, 0 failed"), 1 when a check
 # failed, 2 when the engine or an image could not be had; always one line
@@ -75,6 +76,20 @@ cleanup() {
     say "FAIL: left behind with label $label: $left" >&2
     rc=1
   fi
+  # images this run made that nothing needs: the tgrun-self images of the
+  # binaries it ran (each build of tgrun has its own) and what its builds
+  # left untagged.  On a vfs engine every image is a full copy: a day of
+  # runs filled 70 GB before this.  tgrun:latest, tgrun-examples:latest and
+  # tgrun-test-redis:latest stay (the next run's builds reuse their layers).
+  if [ -n "${images_before+x}" ]; then
+    local img made=()
+    for img in $( { docker images -q --no-trunc --filter label=tgrun.self;
+                    docker images -q --no-trunc --filter dangling=true; } 2>/dev/null | sort -u); do
+      # new, or one of our images that a rebuild has just replaced
+      if ! grep -qxF "$img" <<<"$images_before" || grep -qxF "$img" <<<"$ours_before"; then made+=("$img"); fi
+    done
+    [ ${#made[@]} -gt 0 ] && docker rmi "${made[@]}" >/dev/null 2>&1
+  fi
   if [ "${DOCKER_SH_KEEP:-0}" = 1 ]; then say "outputs kept in $work"; else rm -rf "$work"; fi
   exit $rc
 }
@@ -86,6 +101,9 @@ t=$(date +%s.%N)
 tests/harness/docker-engine.sh || exit 2
 tests/harness/base-image.sh || exit 2
 say "engine and debian:12 ready ($(secs "$t") s)"
+# the images there now; what this run adds and leaves unused goes at the end
+images_before=$(docker images -qa --no-trunc 2>/dev/null | sort -u)
+ours_before=$(for r in tgrun tgrun-examples tgrun-test-redis; do docker images -q --no-trunc "$r"; done 2>/dev/null)
 
 # -- 2. the Testground Dockerfile shares the top-level one's stages
 stages() { sed -n '/^FROM debian:12 AS build/,/^CMD /p' "$1" | sed 's#^COPY plan/tgrun-src/#COPY #'; }
