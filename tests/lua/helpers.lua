@@ -137,6 +137,9 @@ end
 -- restart(), cli(cmd), url}.  opts.aof: append-only file, fsync always
 -- (a restart keeps everything); opts.debug: DEBUG enabled (DEBUG SLEEP);
 -- opts.password.  restart() starts it again on the same port and folder.
+-- It lives until the spec ends: h.check_clean (every spec file's
+-- after_each) stops every one a spec started.
+local private_servers = {}
 function h.redis_server(opts)
   opts = opts or {}
   local dir = h.tmpdir()
@@ -172,6 +175,10 @@ function h.redis_server(opts)
         assert(start(port), "redis-server did not come back on port " .. port)
         srv.pid = pid()
       end
+      function srv.gone()
+        if srv.pid then srv.kill() else srv.cli("SHUTDOWN NOSAVE") end
+      end
+      private_servers[#private_servers + 1] = srv
       function srv.cli(cmd)
         local auth = opts.password and ("-a " .. opts.password .. " --no-auth-warning ") or ""
         local p = io.popen(("redis-cli -p %d %s%s 2>&1"):format(port, auth, cmd))
@@ -229,6 +236,11 @@ end
 -- handle closing) gets a bounded moment.  Compared with what was alive
 -- before the first spec ran (run_specs.lua).
 function h.check_clean()
+  -- the spec's private redis-servers go first (daemons: nothing else ends them)
+  for i = #private_servers, 1, -1 do
+    private_servers[i].gone()
+    private_servers[i] = nil
+  end
   local core = require "tg.core"
   local base = package.loaded["tg.spec_baseline"]
   if type(base) ~= "table" then return end
