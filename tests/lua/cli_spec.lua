@@ -83,9 +83,10 @@ describe("bad input", function()
 
   it("--docker with a docker CLI that fails and leaves a process holding its output: exit 2 within seconds", function()
     -- the CLI's output ends when it exits, or 2 s later: a process it
-    -- started (here a 20 s sleep) does not keep tgrun waiting
+    -- started (here a 20 s sleep, of a length nothing else uses) does not
+    -- keep tgrun waiting
     local bin = h.tmpdir()
-    h.write(bin .. "/docker", "#!/bin/sh\nsleep 20 &\necho 'fake docker: no engine' >&2\nexit 1\n")
+    h.write(bin .. "/docker", "#!/bin/sh\nsleep 20.0417 &\necho 'fake docker: no engine' >&2\nexit 1\n")
     os.execute("chmod +x " .. h.shq(bin .. "/docker"))
     local r = h.run({ "-n", "1", "--docker", "-c", "ok", CASES }, { PATH = bin .. ":" .. os.getenv("PATH") },
       { unset = { "REDIS_HOST", "REDIS_PORT" } })
@@ -93,7 +94,7 @@ describe("bad input", function()
     assert.is_true(r.secs < 10, "took " .. r.secs)
     assert.is_true(one_line(r.stderr), r.stderr)
     assert.matches("no Docker engine answers %(fake docker: no engine%)", r.stderr)
-    os.execute("pkill -f '^sleep 20$' 2>/dev/null")
+    os.execute("pkill -f '^sleep 20.0417$' 2>/dev/null")
   end)
 
   it("a bad --redis URL: exit 2", function()
